@@ -1,0 +1,106 @@
+"""The ``command`` agent: any program becomes an agent.
+
+The program gets one JSON document on standard input::
+
+    {"agent_id": "...", "message": {...InboundMessage...}, "history": [{...}, ...]}
+
+and writes its reply on standard output: plain text (``output = "text"``, the default)
+or a JSON list of tagged responses such as ``[{"type": "text", "text": "Hi"}]``
+(``output = "json"``). Empty output means no reply. A non-zero exit or a timeout is
+an error for that message, which is retried later, not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Literal
+
+import attrs
+
+from spacebot_core.agent import Agent
+from spacebot_core.convert import (
+    UnknownTypeError,
+    history_to_data,
+    message_to_data,
+    response_from_data,
+)
+from spacebot_core.errors import AgentError
+from spacebot_core.types import AnyResponse, HistoryEntry, InboundMessage, OutboundResponse
+
+STDERR_TAIL_CHARS = 500
+
+
+@attrs.frozen
+class CommandSettings:
+    """Settings of the ``command`` kind."""
+
+    command: list[str]
+    timeout_secs: float = 60.0
+    output: Literal["text", "json"] = "text"
+    cwd: str | None = None
+
+
+@attrs.define(eq=False)
+class CommandAgent(Agent):
+    """Runs a program per message: the message as JSON in, the reply out."""
+
+    settings_type = CommandSettings
+
+    async def respond(
+        self, message: InboundMessage, history: list[HistoryEntry]
+    ) -> list[AnyResponse]:
+        """Run the command once; raise AgentError on a non-zero exit or timeout."""
+        document = {
+            "agent_id": self.agent_id,
+            "message": message_to_data(message),
+            "history": history_to_data(history),
+        }
+        stdout = await self._run(json.dumps(document).encode())
+        return self._responses(stdout.decode("utf-8", errors="replace"))
+
+    async def _run(self, stdin: bytes) -> bytes:
+        settings: CommandSettings = self.settings
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *settings.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=settings.cwd,
+                env=os.environ.copy(),
+            )
+        except OSError as error:
+            raise AgentError(f"cannot run {settings.command[0]!r}: {error.strerror}") from None
+        try:
+            stdout, stderr = await asyncio.wait_for(
+                process.communicate(stdin), settings.timeout_secs
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AgentError(
+                f"{settings.command[0]!r} did not answer within {settings.timeout_secs:g} s"
+            ) from None
+        if process.returncode != 0:
+            tail = stderr.decode("utf-8", errors="replace").strip()[-STDERR_TAIL_CHARS:]
+            raise AgentError(
+                f"{settings.command[0]!r} exited with status {process.returncode}: {tail}"
+            )
+        return stdout
+
+    def _responses(self, stdout: str) -> list[AnyResponse]:
+        if not stdout.strip():
+            return []
+        if self.settings.output == "text":
+            return [OutboundResponse.Text(stdout.rstrip("\n"))]
+        try:
+            data = json.loads(stdout)
+            items = data if isinstance(data, list) else [data]
+            return [response_from_data(item) for item in items]
+        except (json.JSONDecodeError, UnknownTypeError, ValueError, TypeError) as error:
+            raise AgentError(
+                f"{self.settings.command[0]!r} printed no valid JSON list of responses, "
+                f"which output = 'json' expects: {error}"
+            ) from None

@@ -1,0 +1,211 @@
+"""One instance's loop: poll, normalize, route, ask the agent, send, acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import attrs
+
+from spacebot_core.backoff import Backoff
+from spacebot_core.config import RuntimeSettings
+from spacebot_core.errors import AgentError
+from spacebot_core.instance_hooks import InstanceHooks
+from spacebot_core.routing import Router
+from spacebot_core.store import ANSWERED, FAILED, IGNORED, SENT, PlannedReply, StateStore
+from spacebot_core.types import InboundMessage
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class InstanceRunner:
+    """Runs one adapter instance until told to stop.
+
+    A message is acknowledged on its channel only after every reply to it was
+    accepted, so a crash at any point leaves it pending, and the store keeps the
+    agent's answer so that it is not asked twice.
+    """
+
+    hooks: InstanceHooks
+    channel: str
+    router: Router
+    store: StateStore
+    settings: RuntimeSettings
+    backoff: Backoff = attrs.field(init=False)
+    started: bool = False
+    last_error: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.backoff = Backoff(cap=self.settings.max_backoff_secs)
+
+    @property
+    def runtime_key(self) -> str:
+        """The instance's runtime_key."""
+        return self.hooks.runtime_key
+
+    async def start(self) -> None:
+        """Open the instance's connections."""
+        await self.hooks.call_async("spacebot_start")
+        self.started = True
+
+    async def stop(self) -> None:
+        """Close the instance's connections; never raises."""
+        if not self.started:
+            return
+        self.started = False
+        try:
+            await self.hooks.call_async("spacebot_stop")
+        except Exception as error:
+            log.warning("[%s] error while stopping: %s", self.runtime_key, error)
+
+    async def run_cycle(self, stopping: asyncio.Event | None = None) -> int:
+        """Poll once and handle everything found; returns how many items were handled."""
+        if not self.started:
+            await self.start()
+        handled = 0
+        for batch in await self.hooks.call_async("spacebot_poll"):
+            for raw in batch:
+                if stopping is not None and stopping.is_set():
+                    return handled
+                await self.handle(raw)
+                handled += 1
+        return handled
+
+    async def run_forever(self, stopping: asyncio.Event) -> None:
+        """Cycle until ``stopping`` is set; errors back off exponentially, capped."""
+        while not stopping.is_set():
+            try:
+                await self.run_cycle(stopping)
+                self.backoff.reset()
+                self.last_error = None
+                await _until_either(self.hooks.call_async("spacebot_wait"), stopping)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                await self._recover(error, stopping)
+        await self.stop()
+
+    async def _recover(self, error: Exception, stopping: asyncio.Event) -> None:
+        delay = self.backoff.next_delay()
+        self.last_error = str(error)
+        log.error("[%s] %s; retrying in %.0f s", self.runtime_key, error, delay)
+        log.debug("[%s] error detail", self.runtime_key, exc_info=error)
+        await self.stop()
+        await _until_either(asyncio.sleep(delay), stopping)
+
+    async def handle(self, raw: Any) -> None:
+        """Take one raw item through to its acknowledgement."""
+        message = self._normalize(raw)
+        if message is None:
+            return
+        record = self.store.record_received(message)
+        if record.state in (ANSWERED, IGNORED):
+            await self._ack(message, record.state)
+            return
+        if record.state == FAILED:
+            return
+        reasons = [
+            reason
+            for reason in self.hooks.call("spacebot_filter_inbound", message=message)
+            if reason
+        ]
+        if reasons:
+            log.info(
+                "[%s] ignoring %s from %s: %s",
+                self.runtime_key,
+                message.id,
+                message.sender_id,
+                reasons[0],
+            )
+            self.store.mark_ignored(message, reasons[0])
+            await self._ack(message, IGNORED)
+            return
+        replies = await self._replies_for(message)
+        if replies is None:
+            return
+        for reply in replies:
+            if reply.state != SENT:
+                await self.hooks.call_async(
+                    "spacebot_send",
+                    message=message,
+                    response=reply.response,
+                    delivery_id=reply.delivery_id,
+                )
+                self.store.mark_sent(reply)
+        self.store.mark_answered(message, replies)
+        log.info(
+            "[%s] answered %s from %s with %d response(s)",
+            self.runtime_key,
+            message.id,
+            message.sender_id,
+            len(replies),
+        )
+        await self._ack(message, ANSWERED)
+
+    def _normalize(self, raw: Any) -> InboundMessage | None:
+        results = self.hooks.call("spacebot_normalize_inbound", raw=raw)
+        message = next((result for result in results if result is not None), None)
+        if message is None:
+            log.error("[%s] no plugin could normalize an item; it stays pending", self.runtime_key)
+        return message
+
+    async def _replies_for(self, message: InboundMessage) -> list[PlannedReply] | None:
+        """The stored plan, or the agent's answer stored as a plan; None on failure."""
+        if self.store.has_plan(message):
+            return self.store.planned_replies(message)
+        agent = self.router.agent_for(self.channel, self.runtime_key)
+        history = self.store.history(message.conversation_id)
+        try:
+            responses = await asyncio.wait_for(
+                agent.respond(message, history), timeout=self.settings.agent_timeout_secs
+            )
+        except (AgentError, TimeoutError, Exception) as error:
+            await self._agent_failed(message, agent.agent_id, error)
+            return None
+        return self.store.plan_replies(message, list(responses))
+
+    async def _agent_failed(self, message: InboundMessage, agent_id: str, error: Exception) -> None:
+        reason = (
+            "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
+        )
+        attempts = self.store.record_failure(message, reason)
+        if attempts < self.settings.max_attempts:
+            log.warning(
+                "[%s] agent %s failed on %s (attempt %d of %d), will retry: %s",
+                self.runtime_key,
+                agent_id,
+                message.id,
+                attempts,
+                self.settings.max_attempts,
+                reason,
+            )
+            return
+        log.error(
+            "[%s] agent %s failed on %s %d times; giving up, left for a human: %s",
+            self.runtime_key,
+            agent_id,
+            message.id,
+            attempts,
+            reason,
+        )
+        self.store.mark_failed(message, reason)
+        await self._ack(message, FAILED)
+
+    async def _ack(self, message: InboundMessage, outcome: str) -> None:
+        await self.hooks.call_async("spacebot_ack", message=message, outcome=outcome)
+
+
+async def _until_either(awaitable: Any, stopping: asyncio.Event) -> None:
+    """Wait for ``awaitable`` or for ``stopping``, whichever comes first."""
+    work = asyncio.ensure_future(awaitable)
+    stop_wait = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, stop_wait):
+            if not task.done():
+                task.cancel()
+    if work.done() and not work.cancelled() and work.exception() is not None:
+        raise work.exception()

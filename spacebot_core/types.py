@@ -1,0 +1,209 @@
+"""The values that travel between channels, the runtime and agents.
+
+They mirror Spacebot's own model, so that a guide that speaks of
+``MessageContent::Media`` or ``OutboundResponse::File`` reads true here as
+``MessageContent.Media`` and ``OutboundResponse.File``. Every class is frozen; every
+variant of a union names itself in a ``type_tag`` class variable, which the one
+converter in :mod:`spacebot_core.convert` writes as the ``type`` field of its JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+import attrs
+
+
+@attrs.frozen
+class Attachment:
+    """A file that came with an inbound message.
+
+    ``data`` holds the bytes; it is ``None`` when the file was not loaded, in which
+    case ``rejected_reason`` says why (for example, that it was over a size limit).
+    """
+
+    filename: str
+    mime_type: str
+    size: int
+    data: bytes | None = attrs.field(default=None, repr=False)
+    rejected_reason: str | None = None
+
+
+class MessageContent:
+    """Namespace for what an inbound message says: ``Text`` or ``Media``."""
+
+    @attrs.frozen
+    class Text:
+        """Plain text, and nothing else."""
+
+        type_tag: ClassVar[str] = "text"
+        text: str
+
+    @attrs.frozen
+    class Media:
+        """Text (possibly empty) with attachments."""
+
+        type_tag: ClassVar[str] = "media"
+        text: str
+        attachments: tuple[Attachment, ...] = ()
+
+
+AnyContent = MessageContent.Text | MessageContent.Media
+
+
+@attrs.frozen
+class InboundMessage:
+    """One message received on a channel, normalized for the runtime and agents.
+
+    ``adapter`` is the runtime_key of the instance it came from (``email``,
+    ``sales-email``); ``source`` is the channel type (``email``). ``metadata`` holds
+    channel-specific JSON-safe values (for email: from, subject, folder, uid, ...).
+    """
+
+    id: str
+    source: str
+    adapter: str
+    conversation_id: str
+    sender_id: str
+    content: AnyContent
+    timestamp: datetime
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+    formatted_author: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text, whichever kind of content it is."""
+        return self.content.text
+
+
+class OutboundResponse:
+    """Namespace for everything an agent can answer with."""
+
+    @attrs.frozen
+    class Text:
+        """A plain text reply."""
+
+        type_tag: ClassVar[str] = "text"
+        text: str
+
+    @attrs.frozen
+    class ThreadReply:
+        """A reply in a named thread; channels without named threads send the text."""
+
+        type_tag: ClassVar[str] = "thread_reply"
+        thread_name: str
+        text: str
+
+    @attrs.frozen
+    class File:
+        """A file to send, with an optional caption."""
+
+        type_tag: ClassVar[str] = "file"
+        filename: str
+        data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+        mime_type: str = "application/octet-stream"
+        caption: str | None = None
+
+    @attrs.frozen
+    class Reaction:
+        """An emoji reaction to the message being answered."""
+
+        type_tag: ClassVar[str] = "reaction"
+        emoji: str
+
+    @attrs.frozen
+    class RemoveReaction:
+        """Take back an earlier reaction."""
+
+        type_tag: ClassVar[str] = "remove_reaction"
+        emoji: str
+
+    @attrs.frozen
+    class Ephemeral:
+        """A message meant only for one user; channels without that send the text."""
+
+        type_tag: ClassVar[str] = "ephemeral"
+        text: str
+        user_id: str | None = None
+
+    @attrs.frozen
+    class RichMessage:
+        """Text with channel-specific blocks; channels without blocks send the text."""
+
+        type_tag: ClassVar[str] = "rich_message"
+        text: str
+        blocks: tuple[dict[str, Any], ...] = ()
+
+    @attrs.frozen
+    class ScheduledMessage:
+        """Text to be posted at a given time; channels without scheduling send it now."""
+
+        type_tag: ClassVar[str] = "scheduled_message"
+        text: str
+        post_at: datetime
+
+    @attrs.frozen
+    class StreamStart:
+        """The start of a streamed reply."""
+
+        type_tag: ClassVar[str] = "stream_start"
+
+    @attrs.frozen
+    class StreamChunk:
+        """One piece of a streamed reply."""
+
+        type_tag: ClassVar[str] = "stream_chunk"
+        text: str
+
+    @attrs.frozen
+    class StreamEnd:
+        """The end of a streamed reply."""
+
+        type_tag: ClassVar[str] = "stream_end"
+
+    @attrs.frozen
+    class Status:
+        """A status indicator such as ``typing`` or ``thinking``."""
+
+        type_tag: ClassVar[str] = "status"
+        status: str
+
+
+AnyResponse = (
+    OutboundResponse.Text
+    | OutboundResponse.ThreadReply
+    | OutboundResponse.File
+    | OutboundResponse.Reaction
+    | OutboundResponse.RemoveReaction
+    | OutboundResponse.Ephemeral
+    | OutboundResponse.RichMessage
+    | OutboundResponse.ScheduledMessage
+    | OutboundResponse.StreamStart
+    | OutboundResponse.StreamChunk
+    | OutboundResponse.StreamEnd
+    | OutboundResponse.Status
+)
+
+#: The responses that carry text a person should read, whatever the channel.
+TEXT_RESPONSES = (
+    OutboundResponse.Text,
+    OutboundResponse.ThreadReply,
+    OutboundResponse.Ephemeral,
+    OutboundResponse.RichMessage,
+    OutboundResponse.ScheduledMessage,
+)
+
+
+@attrs.frozen
+class HistoryEntry:
+    """One earlier message of a conversation, as an agent sees it.
+
+    ``role`` is ``user`` for what the other side wrote and ``assistant`` for what the
+    bot answered.
+    """
+
+    role: str
+    text: str
+    timestamp: datetime
+    sender_id: str | None = None
