@@ -1,0 +1,295 @@
+"""The email adapter: one configured mailbox, answering mail in the same thread.
+
+IMAP in (one long-lived connection per instance), SMTP out. A message is marked
+``\\Seen`` only when the runtime acknowledges it, after its replies were accepted.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import attrs
+
+from spacebot_core.adapter import Adapter
+from spacebot_core.checks import CheckResult
+from spacebot_core.errors import ChannelError
+from spacebot_core.hookspecs import hookimpl
+from spacebot_core.types import TEXT_RESPONSES, AnyResponse, InboundMessage, OutboundResponse
+from spacebot_email import compose, settings as email_settings
+from spacebot_email.diagnosis import check_instance
+from spacebot_email.filters import is_own_address, sender_allowed
+from spacebot_email.imap import FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.normalize import to_inbound
+from spacebot_email.parse import parse_mail
+from spacebot_email.smtp import SmtpSender
+
+FAILED_KEYWORD = "$SpacebotFailed"
+SEEN = "\\Seen"
+
+
+@attrs.define(eq=False)
+class EmailAdapter(Adapter):
+    """One email account: polls its folders over IMAP and replies over SMTP."""
+
+    settings_type = email_settings.EmailSettings
+    personal_keys = email_settings.PERSONAL_KEYS
+
+    imap: ImapSession | None = attrs.field(default=None, init=False)
+    smtp: SmtpSender | None = attrs.field(default=None, init=False)
+    more_pending: bool = attrs.field(default=False, init=False)
+    _tls_context: ssl.SSLContext | None = attrs.field(default=None, init=False, repr=False)
+    _noted_rejections: set[str] = attrs.field(factory=set, init=False)
+
+    @classmethod
+    def finalize_settings(cls, settings: Any, runtime_key: str) -> Any:
+        """Presets, derived defaults and safety checks (see :mod:`.settings`)."""
+        return email_settings.finalize(settings, runtime_key)
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between polls."""
+        return float(self.settings.poll_interval_secs)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The context that verifies servers: the system's CAs, or ``tls_ca_file``."""
+        if self._tls_context is None:
+            try:
+                self._tls_context = ssl.create_default_context(cafile=self.settings.tls_ca_file)
+            except (OSError, ssl.SSLError) as error:
+                raise ChannelError(
+                    f"cannot load tls_ca_file {self.settings.tls_ca_file!r} ({error})",
+                    "set tls_ca_file to a PEM file holding the CA certificate",
+                ) from None
+        return self._tls_context
+
+    async def imap_session(self) -> ImapSession:
+        """The instance's IMAP connection, logged in; opened on first use."""
+        if self.imap is None:
+            settings = self.settings
+            self.imap = await ImapSession.open(
+                host=settings.imap_host,
+                port=settings.imap_port,
+                security=settings.imap_security,
+                username=settings.imap_username,
+                password=settings.imap_password,
+                ssl_context=self.tls_context() if settings.imap_security != "plain" else None,
+                timeout=settings.timeout_secs,
+            )
+        return self.imap
+
+    def smtp_sender(self) -> SmtpSender:
+        """The instance's SMTP settings, ready to send."""
+        if self.smtp is None:
+            settings = self.settings
+            self.smtp = SmtpSender(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                security=settings.smtp_security,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                tls_context=self.tls_context() if settings.smtp_security != "plain" else None,
+                timeout=settings.timeout_secs,
+            )
+        return self.smtp
+
+    @hookimpl
+    async def spacebot_start(self) -> None:
+        """Log in to IMAP; SMTP connects when there is something to send."""
+        await self.imap_session()
+        self.log.info(
+            "[%s] connected to %s as %s",
+            self.runtime_key,
+            self.settings.imap_host,
+            self.settings.imap_username,
+        )
+
+    @hookimpl
+    async def spacebot_stop(self) -> None:
+        """Log out of IMAP."""
+        if self.imap is not None:
+            imap, self.imap = self.imap, None
+            await imap.close()
+
+    @hookimpl
+    async def spacebot_wait(self) -> None:
+        """Poll again at once while a backlog is being worked through, else sleep."""
+        if self.more_pending:
+            return
+        await Adapter.spacebot_wait(self)
+
+    @hookimpl
+    async def spacebot_poll(self) -> list[FetchedMail]:
+        """Unseen mail of every configured folder, in order, at most one batch per poll."""
+        session = await self.imap_session()
+        found: list[FetchedMail] = []
+        self.more_pending = False
+        budget = self.settings.fetch_batch_size
+        for folder in self.settings.folders:
+            try:
+                await session.select(folder)
+            except FolderMissingError as error:
+                self.log.error("[%s] %s", self.runtime_key, error)
+                continue
+            uids = await session.search_unseen(without_keyword=FAILED_KEYWORD)
+            if len(uids) > budget:
+                self.more_pending = True
+            if budget > 0 and uids:
+                found.extend(await session.fetch(uids[:budget]))
+                budget -= min(len(uids), budget)
+        return found
+
+    @hookimpl
+    def spacebot_normalize_inbound(self, raw: FetchedMail) -> InboundMessage:
+        """Parse the raw mail (never raises) into an InboundMessage."""
+        mail = parse_mail(
+            raw.raw,
+            max_body_bytes=self.settings.max_body_bytes,
+            max_attachment_bytes=self.settings.max_attachment_bytes,
+        )
+        message = to_inbound(
+            mail,
+            runtime_key=self.runtime_key,
+            folder=raw.folder,
+            uid=raw.uid,
+            received_at=datetime.now(UTC),
+        )
+        return attrs.evolve(message, metadata={**message.metadata, "uidvalidity": raw.uidvalidity})
+
+    @hookimpl
+    def spacebot_filter_inbound(self, message: InboundMessage) -> str | None:
+        """Auto-generated mail, our own mail, and senders not allowed are not answered."""
+        metadata = message.metadata
+        sender = message.sender_id
+        if not sender:
+            return "no sender address"
+        if is_own_address(sender, self.settings.own_addresses):
+            return "sent by this bot's own address"
+        if any(
+            is_own_address(loop, self.settings.own_addresses) for loop in metadata.get("x_loop", [])
+        ):
+            return "carries this bot's X-Loop header"
+        if self.settings.filter_auto_generated and metadata.get("auto_generated"):
+            return str(metadata["auto_generated"])
+        if not sender_allowed(sender, self.settings.allowed_senders):
+            return "sender is not in allowed_senders"
+        return None
+
+    @hookimpl
+    async def spacebot_send(
+        self, message: InboundMessage, response: AnyResponse, delivery_id: str
+    ) -> None:
+        """Send one response as a reply threaded under ``message``; others are no-ops."""
+        content = self._reply_content(message, response)
+        if content is None:
+            return
+        text, files = content
+        metadata = message.metadata
+        recipient = metadata.get("reply_to") or metadata.get("from") or message.sender_id
+        mail = compose.compose_reply(
+            from_address=self.settings.from_address,
+            from_name=self.settings.from_name,
+            to=recipient,
+            to_name=metadata.get("from_name") if recipient == metadata.get("from") else None,
+            original_subject=metadata.get("subject", ""),
+            original_message_id=message.id,
+            original_references=metadata.get("references", []),
+            text=text,
+            attachments=files,
+            message_id=compose.reply_message_id(delivery_id, self.settings.from_address),
+        )
+        await self._deliver(mail, recipient)
+        self.log.info(
+            "[%s] replied to %s (%s) as %s",
+            self.runtime_key,
+            recipient,
+            message.id,
+            mail["Message-ID"],
+        )
+
+    @hookimpl
+    async def spacebot_broadcast(self, target: str, response: AnyResponse) -> None:
+        """Send a fresh mail to ``target`` (``spacebot send email:alice@example.com``)."""
+        content = self._outgoing(response)
+        if content is None:
+            raise ChannelError(f"email cannot send a {type(response).__name__} on its own")
+        text, files = content
+        mail = compose.compose_message(
+            from_address=self.settings.from_address,
+            from_name=self.settings.from_name,
+            to=target,
+            subject=None,
+            text=text,
+            attachments=files,
+            message_id=compose.new_message_id(self.settings.from_address),
+        )
+        await self._deliver(mail, target)
+
+    async def _deliver(self, mail: EmailMessage, recipient: str) -> None:
+        sender = self.smtp_sender()
+        sender.ensure_transport_allowed()
+        await sender.send(mail, sender=self.settings.from_address, recipients=[recipient])
+
+    def _reply_content(
+        self, message: InboundMessage, response: AnyResponse
+    ) -> tuple[str, list[compose.OutgoingFile]] | None:
+        content = self._outgoing(response)
+        rejected = message.metadata.get("rejected_attachments") or []
+        if content is None or not rejected or message.id in self._noted_rejections:
+            return content
+        self._noted_rejections.add(message.id)
+        text, files = content
+        notes = [f"- {item['filename']}: {item['reason']}" for item in rejected]
+        note = "\n".join(["", "", "Attachments I could not accept:", *notes])
+        return text + note, files
+
+    def _outgoing(self, response: AnyResponse) -> tuple[str, list[compose.OutgoingFile]] | None:
+        """The text and files of a response; None for what email cannot show."""
+        if isinstance(response, TEXT_RESPONSES):
+            return response.text, []
+        if not isinstance(response, OutboundResponse.File):
+            return None
+        caption = response.caption or ""
+        limit = self.settings.max_attachment_bytes
+        if len(response.data) > limit:
+            self.log.error(
+                "[%s] attachment %s not sent: %d bytes is over max_attachment_bytes = %d; reduce "
+                "the file size or increase max_attachment_bytes",
+                self.runtime_key,
+                response.filename,
+                len(response.data),
+                limit,
+            )
+            note = (
+                f"[The attachment {response.filename} ({len(response.data)} bytes) was not sent: "
+                f"it is over the {limit}-byte limit.]"
+            )
+            return (f"{caption}\n\n{note}" if caption else note), []
+        attachment = compose.OutgoingFile(response.filename, response.data, response.mime_type)
+        return caption, [attachment]
+
+    @hookimpl
+    async def spacebot_ack(self, message: InboundMessage, outcome: str) -> None:
+        """Mark handled mail ``\\Seen``; mail the agent gave up on gets a keyword instead."""
+        folder = message.metadata["folder"]
+        session = await self.imap_session()
+        state = session.selected
+        if state is None or state.name != folder:
+            state = await session.select(folder)
+        if state.uidvalidity != message.metadata.get("uidvalidity"):
+            self.log.warning(
+                "[%s] %s changed UIDVALIDITY; %s will be matched by Message-ID",
+                self.runtime_key,
+                folder,
+                message.id,
+            )
+            return
+        flag = FAILED_KEYWORD if outcome == "failed" else SEEN
+        await session.add_flags([message.metadata["uid"]], flag)
+
+    @hookimpl
+    async def spacebot_check(self) -> list[CheckResult]:
+        """Log in, open each folder, check flags can be set, and try SMTP."""
+        return await check_instance(self)

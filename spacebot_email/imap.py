@@ -1,0 +1,393 @@
+"""One logged-in IMAP connection over aioimaplib, and the few commands the bot needs.
+
+Implicit TLS, STARTTLS, or plain TCP (to a loopback host only; the settings refuse
+anything else). Every command has a timeout. Messages are fetched with
+``BODY.PEEK[]``, which never sets ``\\Seen`` by itself: the bot marks a message seen
+only after it was handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import aioimaplib
+import attrs
+
+from spacebot_core.errors import ChannelError
+from spacebot_email.folder_names import decode_folder_name, quote_folder_name
+
+log = logging.getLogger(__name__)
+
+Security = Literal["tls", "starttls", "plain"]
+
+AUTH_FAILED_HINT = "Verify username and password; check if an app password is required"
+TLS_FAILED_HINT = (
+    "Gmail/Outlook use imap_use_tls = true on port 993; for a server with a private CA "
+    "set tls_ca_file"
+)
+FLAGS_HINT = "Ensure the account has write permissions on the mailbox"
+
+_FETCH_START = re.compile(rb"^(\d+) FETCH \(")
+_UID = re.compile(rb"UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
+_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_PERMANENT_FLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)")
+_LIST_LINE = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"[^"]*"|NIL) (?P<name>.+)$')
+
+
+class FolderMissingError(ChannelError):
+    """A configured folder does not exist on the server."""
+
+
+@attrs.frozen
+class FetchedMail:
+    """One message as fetched: where it is, its flags, and its raw bytes."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    flags: tuple[str, ...]
+    raw: bytes = attrs.field(repr=lambda raw: f"<{len(raw)} bytes>")
+
+
+@attrs.frozen
+class FolderState:
+    """What SELECT said about a folder."""
+
+    name: str
+    uidvalidity: int
+    exists: int
+    writable: bool = True
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """UIDs as an IMAP sequence set, runs collapsed: ``1:3,7,9:10``."""
+    ordered = sorted(set(uids))
+    runs: list[str] = []
+    start = previous = None
+    for uid in ordered:
+        if start is None:
+            start = previous = uid
+        elif uid == previous + 1:
+            previous = uid
+        else:
+            runs.append(f"{start}:{previous}" if start != previous else str(start))
+            start = previous = uid
+    if start is not None:
+        runs.append(f"{start}:{previous}" if start != previous else str(start))
+    return ",".join(runs)
+
+
+@attrs.define(eq=False)
+class ImapSession:
+    """A logged-in IMAP connection; open with :meth:`open`, end with :meth:`close`."""
+
+    client: aioimaplib.IMAP4
+    host: str
+    port: int
+    username: str
+    timeout: float
+    selected: FolderState | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        host: str,
+        port: int,
+        security: Security,
+        username: str,
+        password: str,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+    ) -> ImapSession:
+        """Connect, secure the connection as asked, and log in.
+
+        :raises ChannelError: worded after the spec's troubleshooting table.
+        """
+        client = await _connect(host, port, security, ssl_context, timeout)
+        session = cls(client, host, port, username, timeout)
+        try:
+            response = await client.login(username, password)
+        except (TimeoutError, aioimaplib.AioImapException, OSError) as error:
+            await session.close()
+            raise ChannelError(
+                f"IMAP login to {host}:{port} did not complete ({type(error).__name__})",
+                "check the server and port, then try again",
+            ) from None
+        if response.result != "OK":
+            await session.close()
+            raise ChannelError(
+                f"Authentication failed for {username} at IMAP {host}:{port}"
+                f" ({_server_text(response)})",
+                AUTH_FAILED_HINT,
+            )
+        return session
+
+    async def close(self) -> None:
+        """Log out and close the connection; never raises."""
+        try:
+            if self.client.get_state() not in ("LOGOUT", "STARTED"):
+                await asyncio.wait_for(self.client.logout(), self.timeout)
+        except Exception as error:  # the connection may already be gone
+            log.debug("IMAP logout from %s failed: %s", self.host, error)
+        transport = self.client.protocol.transport if self.client.protocol else None
+        if transport is not None:
+            transport.close()
+
+    def has_capability(self, name: str) -> bool:
+        """Whether the server announced a capability such as ``IDLE``."""
+        return self.client.has_capability(name)
+
+    async def _command(self, what: str, call) -> aioimaplib.Response:
+        try:
+            return await asyncio.wait_for(call, self.timeout)
+        except TimeoutError:
+            raise ChannelError(
+                f"IMAP server {self.host}:{self.port} did not answer {what} within {self.timeout:g} s",
+                "check the connection; spacebot reconnects by itself",
+            ) from None
+        except (aioimaplib.AioImapException, OSError) as error:
+            raise ChannelError(
+                f"IMAP connection to {self.host}:{self.port} broke during {what}: {error}",
+                "spacebot reconnects by itself",
+            ) from None
+
+    async def select(self, folder: str) -> FolderState:
+        """Select a folder for reading and flagging.
+
+        :raises FolderMissingError: the folder does not exist (or cannot be opened).
+        """
+        response = await self._command(
+            f"SELECT {folder}", self.client.select(quote_folder_name(folder))
+        )
+        if response.result != "OK":
+            self.selected = None
+            raise FolderMissingError(
+                f"folder '{folder}' cannot be opened on {self.host} ({_server_text(response)})",
+                "check the name in folders = [...]; 'spacebot check' lists the folders that exist",
+            )
+        uidvalidity = 0
+        exists = 0
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray):
+                if match := _UIDVALIDITY.search(line):
+                    uidvalidity = int(match.group(1))
+                if line.endswith(b" EXISTS"):
+                    exists = int(line.split()[0])
+        writable = _can_set_seen([bytes(line) for line in response.lines])
+        self.selected = FolderState(folder, uidvalidity, exists, writable)
+        return self.selected
+
+    async def list_folders(self) -> list[str]:
+        """Every folder's name on the server, decoded."""
+        response = await self._command("LIST", self.client.list('""', "*"))
+        names = []
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _LIST_LINE.match(bytes(line))):
+                names.append(decode_folder_name(match.group("name").decode().strip('"')))
+        return names
+
+    async def search_unseen(self, without_keyword: str | None = None) -> list[int]:
+        """UIDs of the selected folder's messages without ``\\Seen``, oldest first.
+
+        :param without_keyword: also leave out messages carrying this keyword.
+        """
+        criteria = ["UNSEEN"] + (["UNKEYWORD", without_keyword] if without_keyword else [])
+        response = await self._command(
+            "UID SEARCH UNSEEN", self.client.uid_search(*criteria, charset=None)
+        )
+        # aioimaplib hands over the untagged "* SEARCH 1 2 3" as b"1 2 3"; the last
+        # line is the tagged completion text.
+        uids: list[int] = []
+        for line in response.lines[:-1]:
+            tokens = bytes(line).split()
+            if tokens and tokens[0] == b"SEARCH":
+                tokens = tokens[1:]
+            if all(token.isdigit() for token in tokens):
+                uids.extend(int(token) for token in tokens)
+        return sorted(uids)
+
+    async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """Each UID's size in bytes, without downloading bodies."""
+        if not uids:
+            return {}
+        response = await self._command(
+            "UID FETCH RFC822.SIZE", self.client.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)")
+        )
+        sizes: dict[int, int] = {}
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray):
+                uid, size = _UID.search(line), _SIZE.search(line)
+                if uid and size:
+                    sizes[int(uid.group(1))] = int(size.group(1))
+        return sizes
+
+    async def fetch(self, uids: Sequence[int]) -> list[FetchedMail]:
+        """The raw bytes and flags of the given UIDs of the selected folder."""
+        if not uids or self.selected is None:
+            return []
+        response = await self._command(
+            "UID FETCH BODY.PEEK[]",
+            self.client.uid("fetch", uid_set(uids), "(UID FLAGS BODY.PEEK[])"),
+        )
+        return list(_parse_fetch(response.lines, self.selected))
+
+    async def add_flags(self, uids: Sequence[int], flags: str) -> None:
+        """Add flags (``\\Seen``, a keyword) to UIDs of the selected folder.
+
+        :raises ChannelError: the server refused (a read-only mailbox, for instance).
+        """
+        if not uids:
+            return
+        response = await self._command(
+            f"UID STORE {flags}",
+            self.client.uid("store", uid_set(uids), f"+FLAGS.SILENT ({flags})"),
+        )
+        if response.result != "OK":
+            folder = self.selected.name if self.selected else "?"
+            raise ChannelError(
+                f"the server refused to set {flags} in '{folder}' ({_server_text(response)})",
+                FLAGS_HINT,
+            )
+
+    async def append(self, folder: str, raw: bytes, flags: str | None = None) -> None:
+        """Store a message in a folder (used for a copy of sent mail and by tests)."""
+        response = await self._command(
+            f"APPEND {folder}",
+            self.client.append(raw, mailbox=quote_folder_name(folder), flags=flags),
+        )
+        if response.result != "OK":
+            raise ChannelError(f"cannot store a message in '{folder}': {_server_text(response)}")
+
+    async def noop(self) -> None:
+        """Ask the server for news; proves the connection is alive."""
+        await self._command("NOOP", self.client.noop())
+
+
+def _parse_fetch(lines: Sequence[bytes | bytearray], folder: FolderState) -> Iterable[FetchedMail]:
+    """FETCH responses with a literal: ``N FETCH (UID u FLAGS (...) BODY[] {n}``, data, ``)``.
+
+    Servers order the items as they like (FLAGS may follow the literal), and may slip in
+    unsolicited FETCH lines without a body, which are skipped.
+    """
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if isinstance(line, bytearray) or not _FETCH_START.match(line) or not line.endswith(b"}"):
+            continue
+        if index >= len(lines) or not isinstance(lines[index], bytearray):
+            continue
+        raw = bytes(lines[index])
+        trailer = lines[index + 1] if index + 1 < len(lines) else b""
+        index += 2
+        items = bytes(line) + b" " + bytes(trailer)
+        uid = _UID.search(items)
+        if uid is None:
+            continue
+        flags = _FLAGS.search(items)
+        flag_names = tuple(flags.group(1).decode().split()) if flags else ()
+        yield FetchedMail(folder.name, folder.uidvalidity, int(uid.group(1)), flag_names, raw)
+
+
+def _can_set_seen(select_lines: list[bytes]) -> bool:
+    """Whether SELECT said the folder is writable and ``\\Seen`` can be stored."""
+    for line in select_lines:
+        if b"[READ-ONLY]" in line:
+            return False
+        if (match := _PERMANENT_FLAGS.search(line)) and b"\\Seen" not in match.group(1):
+            return False
+    return True
+
+
+def _server_text(response: aioimaplib.Response) -> str:
+    for line in reversed(response.lines):
+        if isinstance(line, bytes) and line.strip():
+            return line.decode("utf-8", errors="replace").strip()
+    return response.result
+
+
+async def _connect(
+    host: str, port: int, security: Security, ssl_context: ssl.SSLContext | None, timeout: float
+) -> aioimaplib.IMAP4:
+    if security == "tls":
+        client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+            host, port, timeout=timeout, ssl_context=ssl_context or ssl.create_default_context()
+        )
+    elif security == "starttls":
+        client = _StartTlsIMAP4(host, port, timeout=timeout, ssl_context=ssl_context)
+    else:
+        client = aioimaplib.IMAP4(host, port, timeout=timeout)
+    try:
+        await client.wait_hello_from_server()
+    except ssl.SSLError as error:
+        raise ChannelError(
+            f"TLS handshake failed with IMAP {host}:{port} ({error.reason or error})",
+            TLS_FAILED_HINT,
+        ) from None
+    except TimeoutError:
+        raise ChannelError(
+            f"cannot reach IMAP server {host}:{port}: no greeting within {timeout:g} s",
+            _port_hint(security),
+        ) from None
+    except OSError as error:
+        raise ChannelError(
+            f"cannot reach IMAP server {host}:{port} ({error.strerror or error})",
+            "check imap_host and imap_port, and that the server is running",
+        ) from None
+    except aioimaplib.AioImapException as error:
+        raise ChannelError(f"IMAP server {host}:{port} refused the session: {error}") from None
+    return client
+
+
+def _port_hint(security: Security) -> str:
+    if security == "tls":
+        return "imap_use_tls = true needs an implicit-TLS port (usually 993)"
+    return "check imap_host, imap_port and the TLS settings (993 is implicit TLS)"
+
+
+class _StartTlsIMAP4(aioimaplib.IMAP4):
+    """aioimaplib's client on a connection that was upgraded with STARTTLS first.
+
+    aioimaplib has no STARTTLS. We speak the three lines of it ourselves (greeting,
+    ``STARTTLS``, ``OK``), upgrade the socket, and hand the TLS transport to
+    aioimaplib's protocol as if the server had just greeted it, which makes it ask for
+    the capabilities again, as RFC 3501 requires after STARTTLS.
+    """
+
+    def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        context = ssl_context or ssl.create_default_context()
+        self._client_task = local_loop.create_task(
+            _starttls_handshake(host, port, context, self.protocol)
+        )
+
+
+async def _starttls_handshake(
+    host: str, port: int, context: ssl.SSLContext, protocol: aioimaplib.IMAP4ClientProtocol
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    greeting = await reader.readline()
+    if not greeting.startswith(b"* OK"):
+        writer.close()
+        raise aioimaplib.Error(f"unexpected greeting {greeting[:80]!r}")
+    writer.write(b"S1 STARTTLS\r\n")
+    line = await reader.readline()
+    while line.startswith(b"*"):
+        line = await reader.readline()
+    if not line.startswith(b"S1 OK"):
+        writer.close()
+        raise ssl.SSLError(f"the server refused STARTTLS: {line.decode(errors='replace').strip()}")
+    await writer.start_tls(context, server_hostname=host)
+    transport = writer.transport
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    protocol.data_received(b"* OK TLS is active\r\n")

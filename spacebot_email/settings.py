@@ -1,0 +1,206 @@
+"""The settings of one email instance: every key of the spec, with its default.
+
+Keys left out are ``None`` until :func:`finalize` fills them, so that a provider
+preset (``provider = "gmail"``) fills only what the user did not write, and so that
+derived defaults (SMTP credentials from IMAP ones, ``from_address`` from the SMTP
+username) come from the same instance, never from another.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import attrs
+
+from spacebot_core.errors import ConfigError
+from spacebot_email.smtp import is_loopback_host
+
+log = logging.getLogger(__name__)
+
+MIN_POLL_INTERVAL_SECS = 5
+
+#: The spec's table of common providers: hosts, ports and TLS flags.
+PROVIDERS: dict[str, dict[str, object]] = {
+    "gmail": {
+        "imap_host": "imap.gmail.com",
+        "smtp_host": "smtp.gmail.com",
+    },
+    "outlook": {
+        "imap_host": "outlook.office365.com",
+        "smtp_host": "smtp.office365.com",
+    },
+    "fastmail": {
+        "imap_host": "imap.fastmail.com",
+        "smtp_host": "smtp.fastmail.com",
+    },
+}
+PROVIDER_TRANSPORT = {
+    "imap_port": 993,
+    "imap_use_tls": True,
+    "smtp_port": 587,
+    "smtp_use_starttls": True,
+}
+
+#: Keys that belong to one account: a named instance never inherits them.
+PERSONAL_KEYS = frozenset(
+    {"imap_username", "imap_password", "smtp_username", "smtp_password", "from_address"}
+)
+
+Security = Literal["tls", "starttls", "plain"]
+
+
+@attrs.frozen
+class EmailSettings:
+    """One instance's settings, as written in ``[messaging.email]`` (see the spec)."""
+
+    imap_username: str | None = None
+    imap_password: str | None = attrs.field(default=None, repr=False)
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_use_tls: bool | None = None
+    imap_use_starttls: bool | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = attrs.field(default=None, repr=False)
+    smtp_use_starttls: bool | None = None
+    smtp_use_tls: bool | None = None
+    from_address: str | None = None
+    from_name: str = "Spacebot"
+    provider: Literal["gmail", "outlook", "fastmail"] | None = None
+    tls_ca_file: str | None = None
+    poll_interval_secs: int = 60
+    folders: list[str] = attrs.Factory(lambda: ["INBOX"])
+    allowed_senders: list[str] = attrs.Factory(list)
+    filter_auto_generated: bool = True
+    max_body_bytes: int = 102400
+    max_attachment_bytes: int = 10485760
+    timeout_secs: float = 30.0
+    fetch_batch_size: int = 50
+
+    @property
+    def imap_security(self) -> Security:
+        """How the IMAP connection is secured."""
+        if self.imap_use_tls:
+            return "tls"
+        return "starttls" if self.imap_use_starttls else "plain"
+
+    @property
+    def smtp_security(self) -> Security:
+        """How the SMTP connection is secured."""
+        if self.smtp_use_tls:
+            return "tls"
+        return "starttls" if self.smtp_use_starttls else "plain"
+
+    @property
+    def own_addresses(self) -> tuple[str, ...]:
+        """The bot's own addresses: mail from them is never answered."""
+        found = (self.from_address, self.smtp_username, self.imap_username)
+        return tuple(dict.fromkeys(a.lower() for a in found if a and "@" in a))
+
+
+def finalize(settings: EmailSettings, runtime_key: str) -> EmailSettings:
+    """Fill presets and derived defaults, then check what cannot work.
+
+    :raises ConfigError: a required key is missing, the TLS flags contradict each other,
+        or plaintext would go to a host that is not loopback.
+    """
+    settings = _apply_provider(settings)
+    settings = _apply_transport_defaults(settings)
+    settings = attrs.evolve(
+        settings,
+        smtp_username=settings.smtp_username or settings.imap_username,
+        smtp_password=settings.smtp_password or settings.imap_password,
+    )
+    settings = attrs.evolve(settings, from_address=settings.from_address or settings.smtp_username)
+    if settings.poll_interval_secs < MIN_POLL_INTERVAL_SECS:
+        log.warning(
+            "[%s] poll_interval_secs = %d is below the minimum; using %d s",
+            runtime_key,
+            settings.poll_interval_secs,
+            MIN_POLL_INTERVAL_SECS,
+        )
+        settings = attrs.evolve(settings, poll_interval_secs=MIN_POLL_INTERVAL_SECS)
+    _check_required(settings)
+    _check_plaintext(settings)
+    _check_limits(settings)
+    return settings
+
+
+def _apply_provider(settings: EmailSettings) -> EmailSettings:
+    if settings.provider is None:
+        return settings
+    preset = {**PROVIDERS[settings.provider], **PROVIDER_TRANSPORT}
+    unset = {key: value for key, value in preset.items() if getattr(settings, key) is None}
+    return attrs.evolve(settings, **unset)
+
+
+def _apply_transport_defaults(settings: EmailSettings) -> EmailSettings:
+    """IMAP: implicit TLS on 993 unless STARTTLS is asked for. SMTP: STARTTLS on 587,
+    or implicit TLS when asked for or when the port is 465."""
+    if settings.imap_use_tls and settings.imap_use_starttls:
+        raise ConfigError(
+            "imap_use_tls and imap_use_starttls: choose one (993: tls, 143: starttls)"
+        )
+    if settings.smtp_use_tls and settings.smtp_use_starttls:
+        raise ConfigError(
+            "smtp_use_tls and smtp_use_starttls: choose one (465: tls, 587: starttls)"
+        )
+    imap_tls = settings.imap_use_tls
+    if imap_tls is None:
+        imap_tls = not settings.imap_use_starttls
+    smtp_tls = settings.smtp_use_tls
+    if smtp_tls is None:
+        smtp_tls = settings.smtp_port == 465 and settings.smtp_use_starttls is None
+    smtp_starttls = settings.smtp_use_starttls
+    if smtp_starttls is None:
+        smtp_starttls = not smtp_tls
+    settings = attrs.evolve(
+        settings,
+        imap_use_tls=imap_tls,
+        imap_use_starttls=bool(settings.imap_use_starttls),
+        smtp_use_tls=smtp_tls,
+        smtp_use_starttls=smtp_starttls,
+    )
+    imap_port = settings.imap_port or (993 if imap_tls else 143)
+    smtp_port = settings.smtp_port or {"tls": 465, "starttls": 587}.get(settings.smtp_security, 25)
+    return attrs.evolve(settings, imap_port=imap_port, smtp_port=smtp_port)
+
+
+def _check_required(settings: EmailSettings) -> None:
+    for key in ("imap_host", "smtp_host"):
+        if not getattr(settings, key):
+            raise ConfigError(
+                f'{key}: is required (or set provider = "gmail", "outlook" or "fastmail")'
+            )
+    for key in ("imap_username", "imap_password"):
+        if not getattr(settings, key):
+            raise ConfigError(f"{key}: is required")
+    if not settings.from_address or "@" not in settings.from_address:
+        raise ConfigError("from_address: is required (an address such as bot@example.com)")
+    if not settings.folders:
+        raise ConfigError('folders: needs at least one folder, such as ["INBOX"]')
+
+
+def _check_plaintext(settings: EmailSettings) -> None:
+    if settings.imap_security == "plain" and not is_loopback_host(settings.imap_host or ""):
+        raise ConfigError(
+            f"imap_use_tls: plaintext IMAP to {settings.imap_host} is refused; set "
+            "imap_use_tls = true (port 993) or imap_use_starttls = true (port 143); "
+            "plaintext is only allowed to a loopback host"
+        )
+    if settings.smtp_security == "plain" and not is_loopback_host(settings.smtp_host or ""):
+        raise ConfigError(
+            f"smtp_use_starttls: plaintext SMTP to {settings.smtp_host} is refused; set "
+            "smtp_use_starttls = true (port 587) or smtp_use_tls = true (port 465); "
+            "plaintext is only allowed to a loopback host"
+        )
+
+
+def _check_limits(settings: EmailSettings) -> None:
+    for key in ("max_body_bytes", "max_attachment_bytes", "fetch_batch_size"):
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{key}: must be greater than 0")
+    if settings.timeout_secs <= 0:
+        raise ConfigError("timeout_secs: must be greater than 0")
