@@ -18,7 +18,8 @@ from spacebot_core.checks import CheckResult
 from spacebot_core.errors import ChannelError
 from spacebot_core.hookspecs import hookimpl
 from spacebot_core.types import TEXT_RESPONSES, AnyResponse, InboundMessage, OutboundResponse
-from spacebot_email import compose, settings as email_settings
+from spacebot_email import compose
+from spacebot_email import settings as email_settings
 from spacebot_email.diagnosis import check_instance
 from spacebot_email.filters import is_own_address, sender_allowed
 from spacebot_email.imap import FetchedMail, FolderMissingError, ImapSession

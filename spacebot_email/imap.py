@@ -150,7 +150,8 @@ class ImapSession:
             return await asyncio.wait_for(call, self.timeout)
         except TimeoutError:
             raise ChannelError(
-                f"IMAP server {self.host}:{self.port} did not answer {what} within {self.timeout:g} s",
+                f"IMAP server {self.host}:{self.port} did not answer {what} "
+                f"within {self.timeout:g} s",
                 "check the connection; spacebot reconnects by itself",
             ) from None
         except (aioimaplib.AioImapException, OSError) as error:
