@@ -1,0 +1,1 @@
+"""Channels and agents that ship alongside the email channel (console, webhook, LLM)."""
