@@ -137,9 +137,10 @@ class ImapSession:
                 await asyncio.wait_for(self.client.logout(), self.timeout)
         except Exception as error:  # the connection may already be gone
             log.debug("IMAP logout from %s failed: %s", self.host, error)
+        # LOGOUT leaves the socket open, and a TLS close would wait for the peer.
         transport = self.client.protocol.transport if self.client.protocol else None
         if transport is not None:
-            transport.close()
+            transport.abort()
 
     def has_capability(self, name: str) -> bool:
         """Whether the server announced a capability such as ``IDLE``."""
@@ -363,32 +364,34 @@ class _StartTlsIMAP4(aioimaplib.IMAP4):
     the capabilities again, as RFC 3501 requires after STARTTLS.
     """
 
+    #: The stream the handshake ran on. Held for the connection's lifetime: a
+    #: StreamWriter that is garbage-collected closes its transport, which aioimaplib
+    #: now reads from.
+    stream_writer: asyncio.StreamWriter | None = None
+
     def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
         self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
         context = ssl_context or ssl.create_default_context()
-        self._client_task = local_loop.create_task(
-            _starttls_handshake(host, port, context, self.protocol)
-        )
+        self._client_task = local_loop.create_task(self._starttls_handshake(host, port, context))
 
-
-async def _starttls_handshake(
-    host: str, port: int, context: ssl.SSLContext, protocol: aioimaplib.IMAP4ClientProtocol
-) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    greeting = await reader.readline()
-    if not greeting.startswith(b"* OK"):
-        writer.close()
-        raise aioimaplib.Error(f"unexpected greeting {greeting[:80]!r}")
-    writer.write(b"S1 STARTTLS\r\n")
-    line = await reader.readline()
-    while line.startswith(b"*"):
+    async def _starttls_handshake(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        self.stream_writer = writer
+        greeting = await reader.readline()
+        if not greeting.startswith(b"* OK"):
+            writer.close()
+            raise aioimaplib.Error(f"unexpected greeting {greeting[:80]!r}")
+        writer.write(b"S1 STARTTLS\r\n")
         line = await reader.readline()
-    if not line.startswith(b"S1 OK"):
-        writer.close()
-        raise ssl.SSLError(f"the server refused STARTTLS: {line.decode(errors='replace').strip()}")
-    await writer.start_tls(context, server_hostname=host)
-    transport = writer.transport
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
-    protocol.data_received(b"* OK TLS is active\r\n")
+        while line.startswith(b"*"):
+            line = await reader.readline()
+        if not line.startswith(b"S1 OK"):
+            writer.close()
+            refusal = line.decode(errors="replace").strip()
+            raise ssl.SSLError(f"the server refused STARTTLS: {refusal}")
+        await writer.start_tls(context, server_hostname=host)
+        transport = writer.transport
+        transport.set_protocol(self.protocol)
+        self.protocol.connection_made(transport)
+        self.protocol.data_received(b"* OK TLS is active\r\n")
