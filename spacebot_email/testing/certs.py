@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
-import trustme
 
 DEFAULT_IDENTITIES: tuple[str, ...] = ("localhost", "127.0.0.1")
 """The names a test server's certificate is valid for."""
@@ -68,6 +67,10 @@ def make_certs(
     :return: the paths of the files written.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    # Imported here: trustme is a test dependency, and `spacebot demo` imports this
+    # package's relay without ever making certificates.
+    import trustme
+
     authority = trustme.CA(organization_name=f"spacebot test CA ({name})")
     leaf = authority.issue_cert(*identities)
     files = CertFiles(
