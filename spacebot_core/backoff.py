@@ -21,7 +21,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """Count one more failure and return how long to wait before trying again."""
-        nominal = min(self.cap, self.initial * 2**self.failures)
+        # The exponent is bounded: after ~1024 failures 2**n no longer fits a float.
+        nominal = min(self.cap, self.initial * 2.0 ** min(self.failures, 64))
         self.failures += 1
         return random.uniform(nominal / 2, nominal)
 

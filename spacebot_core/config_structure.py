@@ -142,7 +142,11 @@ def _literal_choices(wanted: Any) -> list[Any]:
 
 
 def _first_message(messages: list[str]) -> str:
-    """``"unknown key 'x' @ "`` or ``"is required @ .imap_host"`` to ``key: message``."""
+    """``"unknown key 'x' @ "`` or ``"is required @ .imap_host"`` to ``key: message``.
+
+    An unknown key comes first: a misspelt required key is reported as the typo it is.
+    """
+    messages = sorted(messages, key=lambda message: not message.startswith("unknown key"))
     message, _, path = messages[0].rpartition(" @ ")
     key = path.lstrip(".")
     if not key:

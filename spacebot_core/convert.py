@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import typing
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -36,6 +37,12 @@ def _build_converter():
     converter.register_structure_hook(datetime, lambda value, _: datetime.fromisoformat(value))
     for union in (AnyContent, AnyResponse):
         configure_tagged_union(union, converter, tag_generator=_tag_of, tag_name="type")
+        # A variant unstructured on its own is tagged too, so that
+        # ``loads(dumps(OutboundResponse.Text("hi")), AnyResponse)`` round-trips.
+        for member in typing.get_args(union):
+            converter.register_unstructure_hook(
+                member, lambda value, _union=union: converter.unstructure(value, _union)
+            )
     return converter
 
 

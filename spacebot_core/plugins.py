@@ -67,6 +67,15 @@ class PluginHost:
     def _load_one(self, entry_point: EntryPoint) -> None:
         name = PLUGIN_PREFIX + entry_point.name
         if self.manager.has_plugin(name):
+            owner = self._distributions.get(name, ("?", "?"))[0]
+            if entry_point.dist is not None and entry_point.dist.name != owner:
+                self.failures.append(
+                    PluginFailure(
+                        entry_point.name,
+                        f"the name is already taken by {owner}; "
+                        f"{entry_point.dist.name} must rename its entry point",
+                    )
+                )
             return
         try:
             plugin = entry_point.load()
@@ -87,8 +96,15 @@ class PluginHost:
         self, plugin: ModuleType | object, name: str, distribution: str = "?", version: str = "?"
     ) -> None:
         """Register a plugin module or object by name, as an entry point would."""
-        self.manager.register(plugin, name=PLUGIN_PREFIX + name)
+        self._register(plugin, PLUGIN_PREFIX + name)
         self._distributions[PLUGIN_PREFIX + name] = (distribution, version)
+
+    def _register(self, plugin: object, name: str) -> None:
+        """Register with pluggy; a hook implemented with the wrong signature is our error."""
+        try:
+            self.manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as error:
+            raise PluginError(" ".join(str(error).split())) from None
 
     def collect_registrations(self) -> None:
         """Ask every plugin for its adapter types and agent kinds, then check the hooks.
@@ -98,11 +114,29 @@ class PluginHost:
         """
         self._collect("spacebot_register_adapters", self.adapter_types, Adapter, "adapter type")
         self._collect("spacebot_register_agents", self.agent_kinds, Agent, "agent kind")
+        self.check_hooks()
+
+    def check_hooks(self) -> None:
+        """``check_pending``: a hook implemented by a plugin but not specified is an error.
+
+        The message names the plugin by its registered name, never by its repr, which
+        for an adapter instance would show its settings (and its credentials).
+
+        :raises PluginError: naming the plugin and the misspelt hook.
+        """
         try:
             self.manager.check_pending()
         except pluggy.PluginValidationError as error:
+            name = self.manager.get_name(error.plugin) or type(error.plugin).__name__
+            unknown = sorted(
+                hook_name
+                for hook_name, caller in vars(self.manager.hook).items()
+                if not caller.has_spec()
+                and any(impl.plugin is error.plugin for impl in caller.get_hookimpls())
+            )
             raise PluginError(
-                f"plugin {error.plugin!r} implements an unknown hook: {error}"
+                f"plugin {name} implements {', '.join(unknown)}, which is no spacebot hook; "
+                "check its spelling against the hooks in docs/plugins.md"
             ) from None
 
     def _collect(
@@ -140,7 +174,7 @@ class PluginHost:
 
     def register_instance(self, adapter: Adapter) -> None:
         """Register one adapter instance under its namespaced runtime_key."""
-        self.manager.register(adapter, name=INSTANCE_PREFIX + adapter.runtime_key)
+        self._register(adapter, INSTANCE_PREFIX + adapter.runtime_key)
 
     def unregister_instance(self, adapter: Adapter) -> None:
         """Take an adapter instance out of the plugin manager."""

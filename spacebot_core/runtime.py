@@ -58,7 +58,7 @@ class Runtime:
         adapters = [build_adapter(instance, host, config) for instance in config.instances]
         for adapter in adapters:
             host.register_instance(adapter)
-        host.manager.check_pending()
+        host.check_hooks()
         runners = [
             InstanceRunner(
                 InstanceHooks(adapter, host.manager),
@@ -88,6 +88,7 @@ class Runtime:
             except SpacebotError as error:
                 failures.append((runner.runtime_key, error))
                 log.error("[%s] %s", runner.runtime_key, error)
+                log.debug("[%s] error detail", runner.runtime_key, exc_info=error)
             finally:
                 await runner.stop()
         return failures

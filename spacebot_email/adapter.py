@@ -199,7 +199,9 @@ class EmailAdapter(Adapter):
             original_references=metadata.get("references", []),
             text=text,
             attachments=files,
-            message_id=compose.reply_message_id(delivery_id, self.settings.from_address),
+            message_id=compose.reply_message_id(
+                delivery_id, self.settings.from_address, message.conversation_id
+            ),
         )
         await self._deliver(mail, recipient)
         self.log.info(

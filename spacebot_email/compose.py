@@ -28,7 +28,7 @@ from email.policy import default as _READER
 
 from spacebot_core.errors import ChannelError
 from spacebot_core.types import OutboundResponse
-from spacebot_email.threads import reply_subject
+from spacebot_email.threads import TOKEN_LENGTH, conversation_token, reply_subject
 
 logger = logging.getLogger(__name__)
 
@@ -192,22 +192,29 @@ def is_message_id(value: str) -> bool:
     """Whether ``value`` is a strict msg-id: ``<left@right>``, no space or control.
 
     The stdlib must also read it back unchanged, which rules out ids holding an
-    encoded word (the stdlib would decode it, possibly into a line break).
+    encoded word (the stdlib would decode it, possibly into a line break). A long id
+    is folded onto its own line on the wire, so the read-back may start with the
+    folding's white space.
     """
-    return (
-        len(value) <= MAX_MESSAGE_ID_LENGTH
-        and _MSG_ID.fullmatch(value) is not None
-        and _read_unstructured(value) == value
-    )
+    if len(value) > MAX_MESSAGE_ID_LENGTH or _MSG_ID.fullmatch(value) is None:
+        return False
+    read_back = _read_unstructured(value)
+    return read_back is not None and read_back.strip() == value
 
 
-def reply_message_id(delivery_id: str, from_address: str) -> str:
+def reply_message_id(delivery_id: str, from_address: str, conversation: str | None = None) -> str:
     """The Message-ID of the reply to one delivery, the same on every attempt.
 
     A send repeated after a crash carries the same id, so the outbox, the recipient's
-    mailbox and the Sent folder can all recognise it as the same mail.
+    mailbox and the Sent folder can all recognise it as the same mail. With
+    ``conversation``, the id carries the conversation's token, so that an answer
+    naming only this id in In-Reply-To finds its conversation again
+    (:func:`spacebot_email.threads.own_reply_token`).
     """
     digest = hashlib.sha256(delivery_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    token = conversation_token(conversation) if conversation else None
+    if token and len(token) == TOKEN_LENGTH and all(c in "0123456789abcdef" for c in token):
+        return f"<{digest}.{token}.sb@{_id_domain(from_address)}>"
     return f"<{digest}@{_id_domain(from_address)}>"
 
 

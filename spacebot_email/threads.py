@@ -6,9 +6,11 @@ neither header, so its own Message-ID stands in before the hash: the replies to 
 name that id first in their References (or in In-Reply-To, for clients that write
 only that), which puts the whole thread under one key.
 
-What these pure functions cannot see: a client that writes only In-Reply-To and
-answers the bot's reply (not the first mail) names the bot's Message-ID. The runtime
-knows which conversation it sent that id in, and should map it back.
+A client that writes only In-Reply-To and answers the bot's reply (not the first
+mail) names the bot's Message-ID. So that such a mail stays in its conversation, the
+bot's reply ids carry the conversation's token (see :func:`own_reply_token`): the
+conversation id is ``email:<runtime_key>:<token>``, where the token is taken from
+the bot's own reply id when the thread's root is one, else hashed from the thread key.
 """
 
 from __future__ import annotations
@@ -18,7 +20,18 @@ import re
 
 from spacebot_email.parse import ParsedMail
 
-__all__ = ["conversation_id", "normalize_subject", "reply_subject", "thread_key"]
+__all__ = [
+    "conversation_id",
+    "conversation_token",
+    "normalize_subject",
+    "own_reply_token",
+    "reply_subject",
+    "thread_key",
+]
+
+#: The bot's reply Message-IDs: ``<32 hex of the delivery . 24 hex token .sb@domain>``.
+OWN_REPLY_ID = re.compile(r"^<[0-9a-f]{32}\.(?P<token>[0-9a-f]{24})\.sb@[^>]+>$")
+TOKEN_LENGTH = 24
 
 # Reply and forward prefixes, in the languages mail clients write them, with an
 # optional counter: "Re:", "RE[2]:", "Fwd:", "FW:", "AW:", "WG:", "SV:", "Antw:", "VS:".
@@ -54,7 +67,7 @@ def thread_key(mail: ParsedMail) -> str:
 
 
 def conversation_id(runtime_key: str, mail: ParsedMail) -> str:
-    """The conversation id of a mail: ``email:<runtime_key>:<thread key>``.
+    """The conversation id of a mail: ``email:<runtime_key>:<token>``.
 
     Namespaced by the instance, so two accounts never share a conversation.
 
@@ -62,7 +75,23 @@ def conversation_id(runtime_key: str, mail: ParsedMail) -> str:
     :param mail: the parsed mail.
     :return: the conversation id.
     """
-    return f"email:{runtime_key}:{thread_key(mail)}"
+    root = mail.references[0] if mail.references else mail.in_reply_to
+    token = own_reply_token(root) if root else None
+    if token is None:
+        key = thread_key(mail).encode("utf-8", "replace")
+        token = hashlib.sha256(key).hexdigest()[:TOKEN_LENGTH]
+    return f"email:{runtime_key}:{token}"
+
+
+def conversation_token(conversation: str) -> str:
+    """The token part of a conversation id, which the bot's reply ids carry."""
+    return conversation.rsplit(":", 1)[-1]
+
+
+def own_reply_token(message_id: str) -> str | None:
+    """The conversation token in one of the bot's own reply ids, else None."""
+    match = OWN_REPLY_ID.match(message_id.strip().lower())
+    return match.group("token") if match else None
 
 
 def normalize_subject(subject: str) -> str:

@@ -30,8 +30,8 @@ async def test_reply_lands_in_senders_mailbox_threaded_and_original_is_seen(
     [reply] = dovecot.fetch_all(alice)
     reply_mail = _parse(reply.raw)
     assert reply_mail["Subject"] == "Re: Where is my order?"
-    assert reply_mail["In-Reply-To"] == original_id
-    assert reply_mail["References"] == original_id
+    assert reply_mail["In-Reply-To"].strip() == original_id
+    assert reply_mail["References"].strip() == original_id
     assert reply_mail["From"].addresses[0].addr_spec == bot.address
     assert reply_mail["From"].addresses[0].display_name == "Spacebot"
     assert reply_mail["Auto-Submitted"] == "auto-replied"
@@ -84,7 +84,7 @@ async def test_three_message_thread_stays_one_conversation(
     dovecot.deliver(bot.address, raw)
     assert await run_bot_once(config) == []
     [first_reply] = dovecot.fetch_all(alice)
-    first_reply_id = _parse(first_reply.raw)["Message-ID"]
+    first_reply_id = _parse(first_reply.raw)["Message-ID"].strip()
 
     # The second mail answers the bot's reply as a full client does (References).
     second_id, raw = mail_from(
@@ -99,8 +99,11 @@ async def test_three_message_thread_stays_one_conversation(
     assert await run_bot_once(config) == []
     second_reply = _parse(dovecot.fetch_all(alice)[1].raw)
 
-    # The third comes from a client that keeps only In-Reply-To.
-    _, raw = mail_from(alice, bot, "Re: Refund", "Hello?", in_reply_to=first_id)
+    # The third comes from a client that keeps only In-Reply-To: it names the bot's
+    # second reply, not the thread's first mail.
+    _, raw = mail_from(
+        alice, bot, "Re: Refund", "Hello?", in_reply_to=second_reply["Message-ID"].strip()
+    )
     dovecot.deliver(bot.address, raw)
     assert await run_bot_once(config) == []
     third_reply = _parse(dovecot.fetch_all(alice)[2].raw)

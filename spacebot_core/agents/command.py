@@ -70,6 +70,9 @@ class CommandAgent(Agent):
                 stderr=asyncio.subprocess.PIPE,
                 cwd=settings.cwd,
                 env=os.environ.copy(),
+                # Its own session: Ctrl-C in the terminal stops spacebot, which lets
+                # the program finish the message in hand, instead of killing it.
+                start_new_session=True,
             )
         except OSError as error:
             raise AgentError(f"cannot run {settings.command[0]!r}: {error.strerror}") from None
@@ -77,6 +80,9 @@ class CommandAgent(Agent):
             stdout, stderr = await asyncio.wait_for(
                 process.communicate(stdin), settings.timeout_secs
             )
+        except asyncio.CancelledError:
+            process.kill()
+            raise
         except TimeoutError:
             process.kill()
             await process.wait()

@@ -31,7 +31,7 @@ class EchoAgent(Agent):
         self, message: InboundMessage, history: list[HistoryEntry]
     ) -> list[AnyResponse]:
         """A greeting, the text quoted line by line, and the attachments listed."""
-        greeting = getattr(self.settings, "greeting", EchoSettings.greeting)
+        greeting = getattr(self.settings, "greeting", EchoSettings().greeting)
         quoted = "\n".join(f"> {line}".rstrip() for line in message.text.splitlines()) or ">"
         parts = [greeting, "", quoted]
         if isinstance(message.content, MessageContent.Media) and message.content.attachments:
