@@ -18,7 +18,7 @@ from pathlib import Path
 from spacebot_core.config import Config, find_config_path, load_config
 from spacebot_core.errors import ConfigError, PluginError, SpacebotError
 from spacebot_core.plugins import PluginHost, load_plugins
-from spacebot_core.runtime import Runtime
+from spacebot_core.runtime import Runtime, describe_error
 from spacebot_core.store import StateStore
 from spacebot_core.types import AnyResponse, OutboundResponse
 
@@ -27,31 +27,52 @@ log = logging.getLogger("spacebot")
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``spacebot`` and its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="spacebot", description="Connect agents to chat channels such as email."
-    )
-    parser.add_argument(
+def _common_options() -> argparse.ArgumentParser:
+    """Options that may stand before or after the subcommand (``spacebot run -v``).
+
+    Their defaults are suppressed here and set once on the main parser, so that a
+    subcommand that does not repeat an option keeps what was given before it.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--config",
         metavar="PATH",
+        default=argparse.SUPPRESS,
         help="config file (default: $SPACEBOT_CONFIG, else ./config.toml)",
     )
-    parser.add_argument(
+    common.add_argument(
         "--log-level",
-        default="INFO",
+        default=argparse.SUPPRESS,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="how much to log",
+        help="how much to log (default: INFO)",
     )
-    parser.add_argument(
+    common.add_argument(
         "-v",
         "--verbose",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="log at DEBUG level and show the detail of errors",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``spacebot`` and its subcommands."""
+    # Two copies: parents share their option objects, and set_defaults on the main
+    # parser would otherwise hand its defaults to every subcommand too.
+    parser = argparse.ArgumentParser(
+        prog="spacebot",
+        description="Connect agents to chat channels such as email.",
+        parents=[_common_options()],
+    )
+    parser.set_defaults(config=None, log_level="INFO", verbose=False)
+    common = _common_options()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="answer messages until stopped (Ctrl-C)")
+    def add_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    run = add_command("run", "answer messages until stopped (Ctrl-C)")
     run.add_argument(
         "--once",
         action="store_true",
@@ -59,13 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=command_run)
 
-    check = commands.add_parser("check", help="connect each instance and report what works")
+    check = add_command("check", "connect each instance and report what works")
     check.set_defaults(handler=command_check)
 
-    adapters = commands.add_parser("adapters", help="list adapter types, agent kinds and instances")
+    adapters = add_command("adapters", "list adapter types, agent kinds and instances")
     adapters.set_defaults(handler=command_adapters)
 
-    send = commands.add_parser("send", help="send a message that answers nothing")
+    send = add_command("send", "send a message that answers nothing")
     send.add_argument(
         "target", metavar="TARGET", help="channel:address, e.g. email:alice@example.com"
     )
@@ -76,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--attach", metavar="FILE", type=Path, help="a file to attach")
     send.set_defaults(handler=command_send)
 
-    demo = commands.add_parser("demo", help="see it work: a mail in, the agent's answer back")
+    demo = add_command("demo", "see it work: a mail in, the agent's answer back")
     demo.add_argument(
         "--serve",
         action="store_true",
@@ -140,7 +161,7 @@ def command_run(arguments: argparse.Namespace) -> int:
             return EXIT_OK
         failures = await runtime.run_once()
         for runtime_key, error in failures:
-            print(f"spacebot: {runtime_key}: {error}", file=sys.stderr)
+            print(f"spacebot: {runtime_key}: {describe_error(error)}", file=sys.stderr)
         return EXIT_FAILURE if failures else EXIT_OK
 
     return _with_runtime(arguments, True, work)

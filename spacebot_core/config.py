@@ -145,7 +145,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: config file not found; pass --config PATH, set ${CONFIG_ENV_VAR}, "
-            "or write one with 'spacebot init'"
+            "or copy the example in the README"
         ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None

@@ -85,9 +85,8 @@ class Runtime:
             try:
                 count = await runner.run_cycle()
                 log.info("[%s] one cycle done: %d item(s) handled", runner.runtime_key, count)
-            except SpacebotError as error:
+            except Exception as error:  # one instance's failure, even a plugin's bug, is reported
                 failures.append((runner.runtime_key, error))
-                log.error("[%s] %s", runner.runtime_key, error)
                 log.debug("[%s] error detail", runner.runtime_key, exc_info=error)
             finally:
                 await runner.stop()
@@ -116,8 +115,12 @@ class Runtime:
         results: dict[str, list[CheckResult]] = {}
         for runner in self.runners:
             found: list[CheckResult] = []
-            for steps in await runner.hooks.call_async("spacebot_check"):
-                found.extend(steps)
+            try:
+                for steps in await runner.hooks.call_async("spacebot_check"):
+                    found.extend(steps)
+            except Exception as error:  # a plugin's check must not hide the other instances
+                log.debug("[%s] check failed", runner.runtime_key, exc_info=error)
+                found.append(CheckResult("check", False, describe_error(error)))
             results[runner.runtime_key] = found
         return results
 
@@ -132,6 +135,13 @@ class Runtime:
             )
             if not results:
                 raise ChannelError(f"the {runner.channel} channel cannot send proactive messages")
+
+
+def describe_error(error: Exception) -> str:
+    """Our errors as their message; anything else with its type, as it is likely a bug."""
+    if isinstance(error, SpacebotError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error} (run with -v for the detail)"
 
 
 def _stop_on_signals(stopping: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,6 +111,11 @@ def folder_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield site
 
 
+#: The ``spacebot`` console script of the Python running the tests: the one this
+#: checkout installed, whatever else is on PATH.
+SPACEBOT = str(Path(sys.executable).with_name("spacebot"))
+
+
 def run_cli(
     args: Sequence[str],
     cwd: Path,
@@ -119,7 +125,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``spacebot`` command as a user would, seeing the plugins in ``sites``."""
     return subprocess.run(
-        ["spacebot", *args],
+        [SPACEBOT, *args],
         cwd=cwd,
         env=subprocess_env(*sites, **env),
         capture_output=True,

@@ -26,6 +26,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# Tests run the `spacebot` command this checkout installed, not another one on PATH.
+export PATH="$PWD/.venv/bin:$PATH"
 
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .

@@ -10,6 +10,7 @@ import pytest
 
 from spacebot_core.cli import build_parser, main
 from tests.core_fixtures import (
+    SPACEBOT,
     Folder,
     error_lines,
     make_folder,
@@ -55,7 +56,7 @@ def test_help_of_every_subcommand_exits_0(
 
 
 def test_the_spacebot_command_is_installed() -> None:
-    result = subprocess.run(["spacebot", "--help"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([SPACEBOT, "--help"], capture_output=True, text=True, timeout=30)
 
     assert result.returncode == 0
     for option in ("--config", "--log-level", "-v"):
@@ -209,3 +210,14 @@ def test_log_level_sets_how_much_is_logged(tmp_path: Path, folder_site: Path) ->
     assert "INFO spacebot_core.instance_runner: [folder] answered m1 from alice" in info.stderr
     assert error_lines(warning.stderr) == []
     assert len(folder.replies()) == 3
+
+
+def test_options_work_before_and_after_the_subcommand(tmp_path, capsys):
+    for place, argv in (
+        ("before", ["--config", "{}", "check"]),
+        ("after", ["check", "--config", "{}"]),
+    ):
+        missing = tmp_path / f"{place}.toml"
+        status = main([arg.format(missing) for arg in argv])
+        assert status == 2
+        assert f"{missing}: config file not found" in capsys.readouterr().err

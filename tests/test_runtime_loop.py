@@ -19,6 +19,7 @@ from spacebot_core.backoff import Backoff
 from spacebot_core.config import BindingConfig
 from spacebot_core.routing import Router
 from tests.core_fixtures import (
+    SPACEBOT,
     adapter_of,
     error_lines,
     make_folder,
@@ -229,7 +230,7 @@ def test_run_stops_on_a_signal_and_finishes_the_message_in_hand(
     write_config(tmp_path, single_folder_config(folder, agent, poll_interval_secs=0.2))
     folder.drop("m1", "take your time")
     process = subprocess.Popen(
-        ["spacebot", "run"],
+        [SPACEBOT, "run"],
         cwd=tmp_path,
         env=subprocess_env(folder_site),
         stdout=subprocess.PIPE,
@@ -299,7 +300,7 @@ def test_a_second_run_on_the_same_state_directory_is_refused(
     write_config(tmp_path, single_folder_config(folder, poll_interval_secs=0.2))
     lock = tmp_path / "state" / "spacebot.lock"
     first = subprocess.Popen(
-        ["spacebot", "run"],
+        [SPACEBOT, "run"],
         cwd=tmp_path,
         env=subprocess_env(folder_site),
         stdout=subprocess.PIPE,
