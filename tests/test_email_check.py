@@ -111,3 +111,23 @@ def test_wrong_smtp_password_is_smtp_auth_failed(
     assert "SMTP authentication failed" in result.stdout
     assert "app password" in result.stdout
     assert "not-the-smtp-pw" not in result.stdout + result.stderr
+
+
+def test_folder_where_flags_cannot_be_set_is_an_imap_permissions_failure(
+    tmp_path, dovecot, mail_accounts, smtp_relay, certs
+):
+    bot = mail_accounts.bot
+    dovecot.create_folder(bot, "ReadOnly")  # the test server's ACL: lookup and read only
+    config = write_config(
+        tmp_path,
+        "[messaging.email]\n"
+        + instance_keys(dovecot, smtp_relay, bot, certs)
+        + 'folders = ["INBOX", "ReadOnly"]\n',
+    )
+
+    result = _check(config)
+
+    assert result.returncode == 1
+    assert "[FAIL] folder 'ReadOnly': read-only: emails cannot be marked as seen" in result.stdout
+    assert "Ensure the account has write permissions on the mailbox" in result.stdout
+    assert "[ok  ] folder 'INBOX'" in result.stdout

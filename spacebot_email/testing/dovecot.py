@@ -407,6 +407,8 @@ class DovecotServer:
         ):
             path.mkdir(exist_ok=True)
         os.chown(self.mail_dir, self._identity.mail_uid, self._identity.mail_gid)
+        # lookup and read, no flags: see the config's ACL comment.
+        (self.directory / "global-acl").write_text("ReadOnly anyone lr\n")
 
     def _render_config(self) -> str:
         """The Dovecot 2.3 configuration for this instance."""
@@ -649,8 +651,16 @@ namespace inbox {{
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
 
+# A folder named ReadOnly can be read but not flagged, by every user: for tests of
+# what happens when the account may not mark mail as seen.
+mail_plugins = $mail_plugins acl
+plugin {{
+  acl = vfile:{directory}/global-acl
+}}
+
 protocol imap {{
   mail_max_userip_connections = 1000
+  mail_plugins = $mail_plugins imap_acl
 }}
 
 passdb {{
