@@ -351,7 +351,7 @@ def _render_mail(mail: EmailMessage, indent: str, *, with_in_reply_to: bool) -> 
     names = ["From", "To", "Subject", "Date", "Message-ID"]
     if with_in_reply_to:
         names.append("In-Reply-To")
-    headers = [f"{name + ':':<13}{mail[name]}" for name in names]
+    headers = [f"{name + ':':<13}{str(mail[name]).strip()}" for name in names]
     body_part = mail.get_body(preferencelist=("plain",))
     body = body_part.get_content() if isinstance(body_part, EmailMessage) else ""
     return [indent + line for line in [*headers, "", *body.rstrip("\n").splitlines()]]
