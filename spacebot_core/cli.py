@@ -19,6 +19,7 @@ from spacebot_core.config import Config, find_config_path, load_config
 from spacebot_core.errors import ConfigError, PluginError, SpacebotError
 from spacebot_core.plugins import PluginHost, load_plugins
 from spacebot_core.runtime import Runtime, describe_error
+from spacebot_core.state_commands import add_state_commands
 from spacebot_core.store import StateStore
 from spacebot_core.types import AnyResponse, OutboundResponse
 
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the servers and the bot running for a desktop mail client",
     )
     demo.set_defaults(handler=command_demo)
+
+    add_state_commands(add_command, _load, _with_runtime)
     return parser
 
 
@@ -129,10 +132,17 @@ def _fail(error: Exception, arguments: argparse.Namespace, status: int) -> int:
     return status
 
 
+#: Libraries that log routine protocol events at INFO; shown only at DEBUG.
+CHATTY_LOGGERS = ("aioimaplib", "mail.log", "pymap", "proxyprotocol")
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if level != "DEBUG":
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _load(arguments: argparse.Namespace) -> tuple[PluginHost, Config]:

@@ -45,7 +45,10 @@ class RuntimeSettings:
     agent_timeout_secs: float = 120.0
     max_backoff_secs: float = 300.0
     max_attempts: int = 5
+    retry_backoff_secs: float = 30.0
     shutdown_grace_secs: float = 10.0
+    max_replies_per_sender_per_hour: int = 20
+    max_replies_per_thread_per_hour: int = 10
 
 
 @attrs.frozen

@@ -159,6 +159,40 @@ def spacebot_ack(runtime_key: str, message: InboundMessage, outcome: str) -> Awa
     :param runtime_key: the instance the message came from.
     :param message: the handled message.
     :param outcome: ``"answered"`` or ``"ignored"``; or ``"failed"`` when the agent gave
-        up on it, in which case a channel that can marks it for a human and leaves it
-        unread (email: the ``$SpacebotFailed`` keyword, no ``\\Seen``).
+        up on it, or ``"held"`` when it was over a reply cap: then a channel that can
+        marks it for a human and leaves it unread (email: the ``$SpacebotFailed`` or
+        ``$SpacebotHeld`` keyword, no ``\\Seen``).
+    """
+
+
+@hookspec
+def spacebot_confirm_sent(
+    runtime_key: str, message: InboundMessage, delivery_id: str
+) -> Awaitable[bool]:
+    """*Async.* After a crash, say whether a reply that was being sent went out.
+
+    The runtime records a reply as *sending* before :func:`spacebot_send` and as *sent*
+    after it. A reply found still *sending* at the next start may or may not have been
+    accepted by the channel; the runtime asks this hook before sending it again. A
+    channel that cannot tell returns nothing, and the reply is sent again.
+
+    :param runtime_key: the instance the message came from.
+    :param message: the message the reply answers.
+    :param delivery_id: the reply's stable id (see :func:`spacebot_send`).
+    :return: an awaitable of True when the channel has the reply.
+    """
+
+
+@hookspec
+def spacebot_requeue(
+    runtime_key: str, message_id: str, metadata: dict[str, Any]
+) -> Awaitable[None]:
+    """*Async.* Undo a ``failed`` or ``held`` acknowledgement (``spacebot retry``).
+
+    The message is then returned by polls again and handled as new.
+
+    :param runtime_key: the instance the message came from.
+    :param message_id: the message's id.
+    :param metadata: the message's metadata as it was normalized (for email: the
+        folder, UIDVALIDITY and UID).
     """

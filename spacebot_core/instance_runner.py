@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 
 from spacebot_core.backoff import Backoff
 from spacebot_core.config import RuntimeSettings
-from spacebot_core.errors import AgentError
 from spacebot_core.instance_hooks import InstanceHooks
 from spacebot_core.routing import Router
-from spacebot_core.store import ANSWERED, FAILED, IGNORED, SENT, PlannedReply, StateStore
+from spacebot_core.store import (
+    ANSWERED,
+    FAILED,
+    HELD,
+    IGNORED,
+    SENDING,
+    SENT,
+    PlannedReply,
+    StateStore,
+)
 from spacebot_core.types import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,7 @@ class InstanceRunner:
         while not stopping.is_set():
             try:
                 await self.run_cycle(stopping)
+                self.store.record_poll(self.runtime_key)
                 self.backoff.reset()
                 self.last_error = None
                 await _until_either(self.hooks.call_async("spacebot_wait"), stopping)
@@ -90,6 +100,7 @@ class InstanceRunner:
     async def _recover(self, error: Exception, stopping: asyncio.Event) -> None:
         delay = self.backoff.next_delay()
         self.last_error = str(error)
+        self.store.record_error(self.runtime_key, self.last_error)
         log.error("[%s] %s; retrying in %.0f s", self.runtime_key, error, delay)
         log.debug("[%s] error detail", self.runtime_key, exc_info=error)
         await self.stop()
@@ -102,38 +113,37 @@ class InstanceRunner:
             return
         record = self.store.record_received(message)
         if record.state in (ANSWERED, IGNORED):
-            await self._ack(message, record.state)
+            await self._ack(message, record.state)  # handled before, the ack was lost
             return
-        if record.state == FAILED:
+        if record.state in (FAILED, HELD) or self.store.retry_later(message):
             return
-        reasons = [
-            reason
-            for reason in self.hooks.call("spacebot_filter_inbound", message=message)
-            if reason
-        ]
-        if reasons:
+        reason = self._ignore_reason(message)
+        if reason:
             log.info(
                 "[%s] ignoring %s from %s: %s",
                 self.runtime_key,
                 message.id,
                 message.sender_id,
-                reasons[0],
+                reason,
             )
-            self.store.mark_ignored(message, reasons[0])
+            self.store.mark_ignored(message, reason)
             await self._ack(message, IGNORED)
+            return
+        if not self.store.has_plan(message) and (cap := self._reply_cap_reached(message)):
+            log.warning(
+                "[%s] not answering %s from %s: %s; left unread",
+                self.runtime_key,
+                message.id,
+                message.sender_id,
+                cap,
+            )
+            self.store.mark_held(message, cap)
+            await self._ack(message, HELD)
             return
         replies = await self._replies_for(message)
         if replies is None:
             return
-        for reply in replies:
-            if reply.state != SENT:
-                await self.hooks.call_async(
-                    "spacebot_send",
-                    message=message,
-                    response=reply.response,
-                    delivery_id=reply.delivery_id,
-                )
-                self.store.mark_sent(reply)
+        await self._send_all(message, replies)
         self.store.mark_answered(message, replies)
         log.info(
             "[%s] answered %s from %s with %d response(s)",
@@ -143,6 +153,58 @@ class InstanceRunner:
             len(replies),
         )
         await self._ack(message, ANSWERED)
+
+    def _ignore_reason(self, message: InboundMessage) -> str | None:
+        results = self.hooks.call("spacebot_filter_inbound", message=message)
+        return next((reason for reason in results if reason), None)
+
+    def _reply_cap_reached(self, message: InboundMessage) -> str | None:
+        """Why answering would go over a reply cap (a loop with another robot), or None."""
+        since = datetime.now(UTC) - timedelta(hours=1)
+        settings = self.settings
+        to_sender = self.store.replies_sent_since(
+            self.runtime_key, since, sender_id=message.sender_id
+        )
+        if to_sender >= settings.max_replies_per_sender_per_hour:
+            return (
+                f"{to_sender} replies to this sender in the last hour "
+                f"(max_replies_per_sender_per_hour = {settings.max_replies_per_sender_per_hour})"
+            )
+        in_thread = self.store.replies_sent_since(
+            self.runtime_key, since, conversation_id=message.conversation_id
+        )
+        if in_thread >= settings.max_replies_per_thread_per_hour:
+            return (
+                f"{in_thread} replies in this conversation in the last hour "
+                f"(max_replies_per_thread_per_hour = {settings.max_replies_per_thread_per_hour})"
+            )
+        return None
+
+    async def _send_all(self, message: InboundMessage, replies: list[PlannedReply]) -> None:
+        """Send each reply not yet sent; one left *sending* by a crash is confirmed first."""
+        for reply in replies:
+            if reply.state == SENT:
+                continue
+            if reply.state == SENDING and await self._confirmed(message, reply):
+                log.info(
+                    "[%s] %s had gone out before the restart", self.runtime_key, reply.delivery_id
+                )
+                self.store.mark_sent(reply)
+                continue
+            self.store.mark_sending(reply)
+            await self.hooks.call_async(
+                "spacebot_send",
+                message=message,
+                response=reply.response,
+                delivery_id=reply.delivery_id,
+            )
+            self.store.mark_sent(reply)
+
+    async def _confirmed(self, message: InboundMessage, reply: PlannedReply) -> bool:
+        answers = await self.hooks.call_async(
+            "spacebot_confirm_sent", message=message, delivery_id=reply.delivery_id
+        )
+        return any(answer is True for answer in answers)
 
     def _normalize(self, raw: Any) -> InboundMessage | None:
         results = self.hooks.call("spacebot_normalize_inbound", raw=raw)
@@ -161,16 +223,23 @@ class InstanceRunner:
             responses = await asyncio.wait_for(
                 agent.respond(message, history), timeout=self.settings.agent_timeout_secs
             )
-        except (AgentError, TimeoutError, Exception) as error:
+        except Exception as error:  # an agent's failure of any kind costs one attempt
             await self._agent_failed(message, agent.agent_id, error)
             return None
         return self.store.plan_replies(message, list(responses))
+
+    def _retry_delay(self, message: InboundMessage) -> float:
+        """Seconds before the next attempt: doubling from retry_backoff_secs, capped."""
+        record = self.store.message(message.adapter, message.id)
+        attempts = record.attempts if record else 0
+        delay = self.settings.retry_backoff_secs * 2.0 ** min(attempts, 32)
+        return min(delay, self.settings.max_backoff_secs)
 
     async def _agent_failed(self, message: InboundMessage, agent_id: str, error: Exception) -> None:
         reason = (
             "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
         )
-        attempts = self.store.record_failure(message, reason)
+        attempts = self.store.record_failure(message, reason, self._retry_delay(message))
         if attempts < self.settings.max_attempts:
             log.warning(
                 "[%s] agent %s failed on %s (attempt %d of %d), will retry: %s",
@@ -192,6 +261,18 @@ class InstanceRunner:
         )
         self.store.mark_failed(message, reason)
         await self._ack(message, FAILED)
+
+    async def requeue(self, message_id: str, metadata: dict[str, Any]) -> None:
+        """Undo a failed or held acknowledgement on the channel, then in the store."""
+        if not self.started:
+            await self.start()
+        try:
+            await self.hooks.call_async(
+                "spacebot_requeue", message_id=message_id, metadata=metadata
+            )
+        finally:
+            await self.stop()
+        self.store.requeue(self.runtime_key, message_id)
 
     async def _ack(self, message: InboundMessage, outcome: str) -> None:
         await self.hooks.call_async("spacebot_ack", message=message, outcome=outcome)

@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,10 +65,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX history_by_conversation ON history (conversation_id, seq);
     """,
+    """
+    CREATE TABLE instances (
+        runtime_key TEXT PRIMARY KEY,
+        last_poll_at TEXT,
+        last_error TEXT,
+        last_error_at TEXT
+    );
+    ALTER TABLE messages ADD COLUMN retry_at TEXT;
+    CREATE INDEX messages_by_state ON messages (runtime_key, state);
+    CREATE INDEX replies_by_sent_at ON replies (runtime_key, sent_at)
+    """,
 )
 
-RECEIVED, ANSWERED, IGNORED, FAILED = "received", "answered", "ignored", "failed"
-PENDING, SENT = "pending", "sent"
+# Message states. HELD: over a reply cap, recorded and left unread, not answered.
+RECEIVED, ANSWERED, IGNORED, FAILED, HELD = "received", "answered", "ignored", "failed", "held"
+# Reply states. SENDING: handed to the channel, not yet confirmed; after a crash it is
+# unknown whether the channel accepted it, which the channel is asked before a resend.
+PENDING, SENDING, SENT = "pending", "sending", "sent"
 
 
 class StoreLockedError(SpacebotError):
@@ -85,6 +99,23 @@ class MessageRecord:
     attempts: int
     reason: str | None
     last_error: str | None
+
+
+@attrs.frozen
+class InstanceStatus:
+    """One instance's health, as ``spacebot status`` prints it."""
+
+    runtime_key: str
+    counts: dict[str, int]
+    outbox: int
+    last_poll_at: str | None
+    last_error: str | None
+    last_error_at: str | None
+
+    @property
+    def pending(self) -> int:
+        """Messages seen but not yet answered, ignored, failed or held."""
+        return self.counts.get(RECEIVED, 0)
 
 
 @attrs.frozen
@@ -121,6 +152,8 @@ class StateStore:
         path = state_dir / DATABASE_NAME
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         connection.row_factory = sqlite3.Row
+        # status, history and retry work beside a running spacebot: wait for its writes.
+        connection.execute("PRAGMA busy_timeout = 5000")
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         store = cls(path, connection, lock_file)
@@ -198,15 +231,27 @@ class StateStore:
         """Record that a message was deliberately not answered, and why."""
         self._set_state(message, IGNORED, reason=reason)
 
-    def record_failure(self, message: InboundMessage, error: str) -> int:
-        """Count one failed attempt at a message; returns the attempts so far."""
+    def record_failure(self, message: InboundMessage, error: str, retry_after_secs: float) -> int:
+        """Count one failed attempt at a message; returns the attempts so far.
+
+        :param retry_after_secs: the message is not tried again before this delay.
+        """
+        retry_at = datetime.now(UTC) + timedelta(seconds=retry_after_secs)
         self.connection.execute(
-            "UPDATE messages SET attempts = attempts + 1, last_error = ?, updated_at = ?"
-            " WHERE runtime_key = ? AND message_id = ?",
-            (error, _now(), message.adapter, message.id),
+            "UPDATE messages SET attempts = attempts + 1, last_error = ?, retry_at = ?,"
+            " updated_at = ? WHERE runtime_key = ? AND message_id = ?",
+            (error, retry_at.isoformat(), _now(), message.adapter, message.id),
         )
         record = self.message(message.adapter, message.id)
         return record.attempts if record else 0
+
+    def retry_later(self, message: InboundMessage) -> bool:
+        """Whether a message that failed before must wait longer before its next attempt."""
+        row = self.connection.execute(
+            "SELECT retry_at FROM messages WHERE runtime_key = ? AND message_id = ?",
+            (message.adapter, message.id),
+        ).fetchone()
+        return bool(row and row["retry_at"] and row["retry_at"] > _now())
 
     def mark_failed(self, message: InboundMessage, error: str) -> None:
         """Give up on a message after too many failed attempts."""
@@ -271,6 +316,12 @@ class StateStore:
         ).fetchone()
         return row is not None and row["planned_at"] is not None
 
+    def mark_sending(self, reply: PlannedReply) -> None:
+        """Record that one reply is being handed to the channel (before the send)."""
+        self.connection.execute(
+            "UPDATE replies SET state = ? WHERE delivery_id = ?", (SENDING, reply.delivery_id)
+        )
+
     def mark_sent(self, reply: PlannedReply) -> None:
         """Record that the channel accepted one reply."""
         self.connection.execute(
@@ -333,6 +384,93 @@ class StateStore:
             )
             for row in rows
         ]
+
+    def mark_held(self, message: InboundMessage, reason: str) -> None:
+        """Record that a message was over a reply cap: kept, unread, not answered."""
+        self._set_state(message, HELD, reason=reason)
+
+    def replies_sent_since(
+        self,
+        runtime_key: str,
+        since: datetime,
+        *,
+        sender_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> int:
+        """How many replies went out since ``since``, to one sender or in one conversation."""
+        query = (
+            "SELECT COUNT(*) FROM replies JOIN messages USING (runtime_key, message_id)"
+            " WHERE replies.runtime_key = ? AND replies.state = ? AND replies.sent_at >= ?"
+        )
+        arguments: list[Any] = [runtime_key, SENT, since.isoformat()]
+        if sender_id is not None:
+            query += " AND messages.sender_id = ?"
+            arguments.append(sender_id)
+        if conversation_id is not None:
+            query += " AND messages.conversation_id = ?"
+            arguments.append(conversation_id)
+        return self.connection.execute(query, arguments).fetchone()[0]
+
+    def record_poll(self, runtime_key: str) -> None:
+        """Note a successful poll of an instance."""
+        self.connection.execute(
+            "INSERT INTO instances (runtime_key, last_poll_at) VALUES (?, ?)"
+            " ON CONFLICT (runtime_key) DO UPDATE SET last_poll_at = excluded.last_poll_at",
+            (runtime_key, _now()),
+        )
+
+    def record_error(self, runtime_key: str, error: str) -> None:
+        """Note the latest error of an instance (shown by ``spacebot status``)."""
+        now = _now()
+        self.connection.execute(
+            "INSERT INTO instances (runtime_key, last_error, last_error_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (runtime_key) DO UPDATE SET last_error = excluded.last_error,"
+            " last_error_at = excluded.last_error_at",
+            (runtime_key, error, now),
+        )
+
+    def status(self, runtime_key: str) -> InstanceStatus:
+        """What ``spacebot status`` shows for one instance."""
+        row = self.connection.execute(
+            "SELECT * FROM instances WHERE runtime_key = ?", (runtime_key,)
+        ).fetchone()
+        outbox = self.connection.execute(
+            "SELECT COUNT(*) FROM replies WHERE runtime_key = ? AND state != ?",
+            (runtime_key, SENT),
+        ).fetchone()[0]
+        return InstanceStatus(
+            runtime_key=runtime_key,
+            counts=self.counts(runtime_key),
+            outbox=outbox,
+            last_poll_at=row["last_poll_at"] if row else None,
+            last_error=row["last_error"] if row else None,
+            last_error_at=row["last_error_at"] if row else None,
+        )
+
+    def failed_messages(self, runtime_key: str | None = None) -> list[tuple[str, str, dict]]:
+        """Failed and held messages: (runtime_key, message_id, channel metadata)."""
+        query = "SELECT runtime_key, message_id, metadata FROM messages WHERE state IN (?, ?)"
+        arguments: list[Any] = [FAILED, HELD]
+        if runtime_key is not None:
+            query += " AND runtime_key = ?"
+            arguments.append(runtime_key)
+        rows = self.connection.execute(query, arguments).fetchall()
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    def requeue(self, runtime_key: str, message_id: str) -> None:
+        """Make a failed or held message new again: attempts reset, agent asked again."""
+        self.connection.execute(
+            "UPDATE messages SET state = ?, reason = NULL, attempts = 0, last_error = NULL,"
+            " retry_at = NULL, updated_at = ? WHERE runtime_key = ? AND message_id = ?",
+            (RECEIVED, _now(), runtime_key, message_id),
+        )
+
+    def conversation_exists(self, conversation_id: str) -> bool:
+        """Whether the store holds any message of this conversation."""
+        row = self.connection.execute(
+            "SELECT 1 FROM history WHERE conversation_id = ? LIMIT 1", (conversation_id,)
+        ).fetchone()
+        return row is not None
 
     def counts(self, runtime_key: str) -> dict[str, Any]:
         """How many of the instance's messages are in each state."""

@@ -28,7 +28,16 @@ from spacebot_email.parse import parse_mail
 from spacebot_email.smtp import SmtpSender
 
 FAILED_KEYWORD = "$SpacebotFailed"
+HELD_KEYWORD = "$SpacebotHeld"
 SEEN = "\\Seen"
+#: What each acknowledgement sets: handled mail is seen; mail the agent gave up on or a
+#: reply cap held back stays unread for a person, marked with a keyword polls skip.
+OUTCOME_FLAGS = {
+    "answered": SEEN,
+    "ignored": SEEN,
+    "failed": FAILED_KEYWORD,
+    "held": HELD_KEYWORD,
+}
 
 
 @attrs.define(eq=False)
@@ -134,7 +143,7 @@ class EmailAdapter(Adapter):
             except FolderMissingError as error:
                 self.log.error("[%s] %s", self.runtime_key, error)
                 continue
-            uids = await session.search_unseen(without_keyword=FAILED_KEYWORD)
+            uids = await session.search_unseen(without_keywords=(FAILED_KEYWORD, HELD_KEYWORD))
             if len(uids) > budget:
                 self.more_pending = True
             if budget > 0 and uids:
@@ -203,7 +212,10 @@ class EmailAdapter(Adapter):
                 delivery_id, self.settings.from_address, message.conversation_id
             ),
         )
-        await self._deliver(mail, recipient)
+        # The bot's own address as a second envelope recipient (no header names it):
+        # the copy it receives proves, after a crash, that this reply went out.
+        copy = [self.settings.from_address] if self.settings.self_copy else []
+        await self._deliver(mail, [recipient, *copy])
         self.log.info(
             "[%s] replied to %s (%s) as %s",
             self.runtime_key,
@@ -228,12 +240,40 @@ class EmailAdapter(Adapter):
             attachments=files,
             message_id=compose.new_message_id(self.settings.from_address),
         )
-        await self._deliver(mail, target)
+        await self._deliver(mail, [target])
 
-    async def _deliver(self, mail: EmailMessage, recipient: str) -> None:
+    async def _deliver(self, mail: EmailMessage, recipients: list[str]) -> None:
         sender = self.smtp_sender()
         sender.ensure_transport_allowed()
-        await sender.send(mail, sender=self.settings.from_address, recipients=[recipient])
+        await sender.send(mail, sender=self.settings.from_address, recipients=recipients)
+
+    @hookimpl
+    async def spacebot_confirm_sent(self, message: InboundMessage, delivery_id: str) -> bool:
+        """Whether the bot's own copy of this reply arrived: then the reply went out."""
+        if not self.settings.self_copy:
+            return False
+        reply_id = compose.reply_message_id(
+            delivery_id, self.settings.from_address, message.conversation_id
+        )
+        session = await self.imap_session()
+        await session.select("INBOX")
+        found = await session.search_header("Message-ID", reply_id)
+        return bool(found)
+
+    @hookimpl
+    async def spacebot_requeue(self, message_id: str, metadata: dict[str, Any]) -> None:
+        """Take the failed and held keywords off a message so that polls find it again."""
+        session = await self.imap_session()
+        state = await session.select(metadata["folder"])
+        if state.uidvalidity != metadata.get("uidvalidity"):
+            self.log.warning(
+                "[%s] %s changed UIDVALIDITY; %s is found by a new poll anyway",
+                self.runtime_key,
+                metadata["folder"],
+                message_id,
+            )
+            return
+        await session.remove_flags([metadata["uid"]], f"{FAILED_KEYWORD} {HELD_KEYWORD}")
 
     def _reply_content(
         self, message: InboundMessage, response: AnyResponse
@@ -289,8 +329,7 @@ class EmailAdapter(Adapter):
                 message.id,
             )
             return
-        flag = FAILED_KEYWORD if outcome == "failed" else SEEN
-        await session.add_flags([message.metadata["uid"]], flag)
+        await session.add_flags([message.metadata["uid"]], OUTCOME_FLAGS[outcome])
 
     @hookimpl
     async def spacebot_check(self) -> list[CheckResult]:

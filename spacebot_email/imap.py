@@ -20,12 +20,18 @@ import attrs
 
 from spacebot_core.errors import ChannelError
 from spacebot_email.folder_names import decode_folder_name, quote_folder_name
+from spacebot_email.imap_auth import login_xoauth2
+from spacebot_email.oauth2 import OAuth2Error, TokenSource
 
 log = logging.getLogger(__name__)
 
 Security = Literal["tls", "starttls", "plain"]
 
 AUTH_FAILED_HINT = "Verify username and password; check if an app password is required"
+XOAUTH2_FAILED_HINT = (
+    "The server refused the OAuth2 token: check that it was issued for this account "
+    "with the mail scope (Gmail: https://mail.google.com/)"
+)
 TLS_FAILED_HINT = (
     "Gmail/Outlook use imap_use_tls = true on port 993; for a server with a private CA "
     "set tls_ca_file"
@@ -103,18 +109,30 @@ class ImapSession:
         port: int,
         security: Security,
         username: str,
-        password: str,
+        password: str | None,
         ssl_context: ssl.SSLContext | None,
         timeout: float,
+        token_source: TokenSource | None = None,
     ) -> ImapSession:
         """Connect, secure the connection as asked, and log in.
 
+        With ``token_source`` the login is XOAUTH2 with its access token (taken before
+        connecting, so no connection idles while a token is fetched), else LOGIN with
+        ``password``.
+
         :raises ChannelError: worded after the spec's troubleshooting table.
         """
+        token = await token_source.token() if token_source is not None else None
         client = await _connect(host, port, security, ssl_context, timeout)
         session = cls(client, host, port, username, timeout)
         try:
-            response = await client.login(username, password)
+            if token is None:
+                response = await client.login(username, password or "")
+            else:
+                response = await login_xoauth2(client, username, token, timeout)
+        except OAuth2Error:
+            await session.close()
+            raise
         except (TimeoutError, aioimaplib.AioImapException, OSError) as error:
             await session.close()
             raise ChannelError(
@@ -123,10 +141,12 @@ class ImapSession:
             ) from None
         if response.result != "OK":
             await session.close()
+            if token_source is not None:
+                token_source.invalidate()  # revoked early, perhaps: the next try refreshes
             raise ChannelError(
                 f"Authentication failed for {username} at IMAP {host}:{port}"
                 f" ({_server_text(response)})",
-                AUTH_FAILED_HINT,
+                AUTH_FAILED_HINT if token is None else XOAUTH2_FAILED_HINT,
             )
         return session
 
@@ -196,15 +216,24 @@ class ImapSession:
                 names.append(decode_folder_name(match.group("name").decode().strip('"')))
         return names
 
-    async def search_unseen(self, without_keyword: str | None = None) -> list[int]:
+    async def search_unseen(self, without_keywords: Sequence[str] = ()) -> list[int]:
         """UIDs of the selected folder's messages without ``\\Seen``, oldest first.
 
-        :param without_keyword: also leave out messages carrying this keyword.
+        :param without_keywords: also leave out messages carrying any of these keywords.
         """
-        criteria = ["UNSEEN"] + (["UNKEYWORD", without_keyword] if without_keyword else [])
-        response = await self._command(
-            "UID SEARCH UNSEEN", self.client.uid_search(*criteria, charset=None)
+        criteria = ["UNSEEN"]
+        for keyword in without_keywords:
+            criteria += ["UNKEYWORD", keyword]
+        return await self._search("UID SEARCH UNSEEN", criteria)
+
+    async def search_header(self, name: str, value: str) -> list[int]:
+        """UIDs of the selected folder's messages whose header ``name`` contains ``value``."""
+        return await self._search(
+            f"UID SEARCH HEADER {name}", ["HEADER", name, _quote_search(value)]
         )
+
+    async def _search(self, what: str, criteria: list[str]) -> list[int]:
+        response = await self._command(what, self.client.uid_search(*criteria, charset=None))
         # aioimaplib hands over the untagged "* SEARCH 1 2 3" as b"1 2 3"; the last
         # line is the tagged completion text.
         uids: list[int] = []
@@ -259,6 +288,21 @@ class ImapSession:
                 FLAGS_HINT,
             )
 
+    async def remove_flags(self, uids: Sequence[int], flags: str) -> None:
+        """Take flags (keywords) off UIDs of the selected folder."""
+        if not uids:
+            return
+        response = await self._command(
+            f"UID STORE -{flags}",
+            self.client.uid("store", uid_set(uids), f"-FLAGS.SILENT ({flags})"),
+        )
+        if response.result != "OK":
+            folder = self.selected.name if self.selected else "?"
+            raise ChannelError(
+                f"the server refused to remove {flags} in '{folder}' ({_server_text(response)})",
+                FLAGS_HINT,
+            )
+
     async def append(self, folder: str, raw: bytes, flags: str | None = None) -> None:
         """Store a message in a folder (used for a copy of sent mail and by tests)."""
         response = await self._command(
@@ -297,6 +341,13 @@ def _parse_fetch(lines: Sequence[bytes | bytearray], folder: FolderState) -> Ite
         flags = _FLAGS.search(items)
         flag_names = tuple(flags.group(1).decode().split()) if flags else ()
         yield FetchedMail(folder.name, folder.uidvalidity, int(uid.group(1)), flag_names, raw)
+
+
+def _quote_search(value: str) -> str:
+    """A search string as an IMAP quoted string; values with line breaks cannot be sent."""
+    if any(char in value for char in "\r\n\0"):
+        raise ValueError("an IMAP search value cannot hold a line break or NUL")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _can_set_seen(select_lines: list[bytes]) -> bool:

@@ -76,6 +76,7 @@ class EmailSettings:
     filter_auto_generated: bool = True
     max_body_bytes: int = 102400
     max_attachment_bytes: int = 10485760
+    self_copy: bool = True
     timeout_secs: float = 30.0
     fetch_batch_size: int = 50
 

@@ -88,7 +88,9 @@ def make_folder(root: Path, runtime_key: str = "folder") -> Folder:
 def write_config(directory: Path, text: str, name: str = "config.toml") -> Path:
     """Write a config file whose state directory is ``<directory>/state``."""
     path = directory / name
-    path.write_text(f'[runtime]\nstate_dir = "{directory / "state"}"\n\n{text}', encoding="utf-8")
+    # Retries at once: tests run cycle after cycle without waiting.
+    runtime = f'[runtime]\nstate_dir = "{directory / "state"}"\nretry_backoff_secs = 0\n'
+    path.write_text(f"{runtime}\n{text}", encoding="utf-8")
     return path
 
 

@@ -78,3 +78,15 @@ def mail_from(
         message[name] = value
     message.set_content(body)
     return message_id, message.as_bytes()
+
+
+def not_from(messages: list, account: Account) -> list:
+    """The stored messages whose From is not ``account`` (leaves out the bot's copies)."""
+    import email as email_module
+    from email import policy
+
+    def sender(raw: bytes) -> str:
+        parsed = email_module.message_from_bytes(raw, policy=policy.default)
+        return parsed["From"].addresses[0].addr_spec if parsed["From"] else ""
+
+    return [message for message in messages if sender(message.raw) != account.address]

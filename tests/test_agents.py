@@ -303,3 +303,22 @@ async def test_hook_spacebot_register_agents(tmp_path: Path) -> None:
     await run_once(config, shout=ShoutPlugin())
 
     assert folder.reply_texts() == ["HELLO!!!"]
+
+
+async def test_a_failed_message_waits_for_its_backoff_before_the_next_attempt(
+    tmp_path: Path, script_agent: ScriptAgent
+) -> None:
+    folder, config = command_setup(tmp_path, script_agent)
+    config.write_text(
+        config.read_text().replace("retry_backoff_secs = 0", "retry_backoff_secs = 600")
+    )
+    script_agent.set_mode("fail")
+    folder.drop("m1", "are you up?")
+
+    await run_once(config)
+    script_agent.set_mode("answer")
+    await run_once(config)
+
+    assert len(script_agent.calls()) == 1
+    assert folder.pending() == ["m1.json"]
+    assert folder.replies() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 from email import policy
 
-from email_setup import instance_keys, mail_from, run_bot_once, write_config
+from email_setup import instance_keys, mail_from, not_from, run_bot_once, write_config
 
 
 def _parse(raw: bytes) -> email.message.EmailMessage:
@@ -37,7 +37,7 @@ async def test_reply_lands_in_senders_mailbox_threaded_and_original_is_seen(
     assert reply_mail["Auto-Submitted"] == "auto-replied"
     assert reply_mail["Message-ID"] and reply_mail["Message-ID"] != original_id
     assert "> Order 1234 has not arrived." in reply_mail.get_content()
-    [original] = dovecot.fetch_all(bot)
+    [original] = not_from(dovecot.fetch_all(bot), bot)
     assert original.seen
 
 

@@ -164,10 +164,27 @@ def test_failures_are_counted(store: StateStore) -> None:
     message = _message(1)
     store.record_received(message)
 
-    assert store.record_failure(message, "boom") == 1
-    assert store.record_failure(message, "boom again") == 2
+    assert store.record_failure(message, "boom", retry_after_secs=0) == 1
+    assert not store.retry_later(message)
+    assert store.record_failure(message, "boom again", retry_after_secs=600) == 2
+    assert store.retry_later(message)
     record = store.message("folder", "m1")
     assert (record.attempts, record.last_error, record.state) == (2, "boom again", RECEIVED)
+
+
+def test_a_requeued_message_starts_over(store: StateStore) -> None:
+    message = _message(1)
+    store.record_received(message)
+    store.record_failure(message, "boom", retry_after_secs=600)
+    store.mark_failed(message, "boom")
+
+    assert store.failed_messages("folder") == [("folder", "m1", message.metadata)]
+    store.requeue("folder", "m1")
+
+    record = store.message("folder", "m1")
+    assert (record.state, record.attempts, record.last_error) == (RECEIVED, 0, None)
+    assert not store.retry_later(message)
+    assert store.failed_messages("folder") == []
 
 
 def test_a_second_process_cannot_take_the_state_directory(tmp_path: Path) -> None:
