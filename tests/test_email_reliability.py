@@ -166,3 +166,30 @@ async def test_history_and_status_after_an_exchange(
     assert "> Remember me." in history.stdout
     assert "answered              1" in status.stdout
     assert "outbox                0" in status.stdout
+
+
+async def test_uidvalidity_change_causes_no_second_answer(
+    tmp_path, dovecot, mail_accounts, smtp_relay, certs
+):
+    """A server that renumbers a folder shows old mail under new UIDs, unseen again."""
+    bot, alice = mail_accounts.bot, mail_accounts.alice
+    dovecot.create_folder(bot, "Support")
+    original_id, raw = mail_from(alice, bot, "Renumbered", "Answer me once.")
+    dovecot.append(bot, "Support", raw)
+    config = write_config(
+        tmp_path,
+        "[messaging.email]\n"
+        + instance_keys(dovecot, smtp_relay, bot, certs)
+        + 'folders = ["Support"]\n',
+    )
+    assert await run_bot_once(config) == []
+    with dovecot.imap_session(bot) as imap:  # the folder is recreated: a new UIDVALIDITY
+        imap.delete('"Support"')
+        imap.create('"Support"')
+    dovecot.append(bot, "Support", raw)
+
+    assert await run_bot_once(config) == []
+
+    assert [_in_reply_to(m.raw) for m in dovecot.fetch_all(alice)] == [original_id]
+    [again] = dovecot.fetch_all(bot, "Support")
+    assert again.seen

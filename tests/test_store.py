@@ -197,3 +197,22 @@ def test_a_second_process_cannot_take_the_state_directory(tmp_path: Path) -> Non
     finally:
         holder.close()
     StateStore.open(tmp_path).close()
+
+
+def test_a_version_1_store_is_migrated_in_place_to_the_current_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        first_release = StateStore.open(tmp_path)
+        first_release.record_received(_message(1))
+        assert first_release.schema_version() == 1
+        first_release.close()
+
+    current = StateStore.open(tmp_path)
+
+    assert current.schema_version() == len(store_module.MIGRATIONS) >= 2
+    assert current.message("folder", "m1") is not None
+    assert not current.retry_later(_message(1))
+    assert current.status("folder").last_poll_at is None
+    current.close()
