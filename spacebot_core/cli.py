@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=command_demo)
 
+    init = add_command("init", "write a commented starter config.toml for a mail provider")
+    init.add_argument(
+        "--provider",
+        choices=["gmail", "outlook", "fastmail", "custom"],
+        default="custom",
+        help="fill in the provider's servers (default: custom, servers to fill in)",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=command_init)
+
     add_state_commands(add_command, _load, _with_runtime)
     return parser
 
@@ -258,6 +268,15 @@ def command_demo(arguments: argparse.Namespace) -> int:
     from spacebot_email.demo import run_demo
 
     return run_demo(serve=arguments.serve)
+
+
+def command_init(arguments: argparse.Namespace) -> int:
+    """``spacebot init [--provider NAME] [--force]``: the file at --config or ./config.toml."""
+    from spacebot_core.init_config import write_starter_config
+
+    path = find_config_path(arguments.config)
+    print(write_starter_config(path, arguments.provider, arguments.force).next_steps())
+    return EXIT_OK
 
 
 if __name__ == "__main__":

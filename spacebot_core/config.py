@@ -237,7 +237,7 @@ def _channel_instances(
     """
     table = f"[messaging.{channel}]"
     base = dict(section)
-    enabled = _pop_bool(reader, base, "enabled", table)
+    enabled = _pop_bool(reader, base, "enabled", table, default=True)
     named = reader.expect_table_array(
         base.pop("instances", []), f"[[messaging.{channel}.instances]]"
     )
@@ -252,7 +252,7 @@ def _channel_instances(
         if not isinstance(runtime_key, str) or not runtime_key.strip():
             raise reader.fail(where, 'needs a runtime_key, a name such as "sales-email"')
         where = f'{where} (runtime_key "{runtime_key}")'
-        if _pop_bool(reader, entry, "enabled", where):
+        if _pop_bool(reader, entry, "enabled", where, default=True):
             merged = {**inherited, **entry}
             instances.append(
                 _build_instance(reader, channel, runtime_key, merged, adapter_type, where)
@@ -260,8 +260,11 @@ def _channel_instances(
     return instances
 
 
-def _pop_bool(reader: _Reader, table_data: dict[str, Any], key: str, table: str) -> bool:
-    value = table_data.pop(key, True)
+def _pop_bool(
+    reader: _Reader, table_data: dict[str, Any], key: str, table: str, default: bool
+) -> bool:
+    """Take a true/false key out of a table before the rest is structured."""
+    value = table_data.pop(key, default)
     if not isinstance(value, bool):
         raise reader.fail(table, f"{key}: expected true or false")
     return value
@@ -304,7 +307,7 @@ def _read_agents(
             raise reader.fail(
                 where, f"kind: no agent kind '{kind}' is installed (installed: {known})"
             )
-        default = _pop_bool_default(reader, entry, "default", where)
+        default = _pop_bool(reader, entry, "default", where, default=False)
         settings = reader.structure(entry, agent_kinds[kind].settings_type, where)
         result.append(AgentConfig(agent_id, kind, default, settings))
     if not result:
@@ -312,13 +315,6 @@ def _read_agents(
     if sum(agent.default for agent in result) > 1:
         raise reader.fail("[[agents]]", "default: only one agent can be the default")
     return result
-
-
-def _pop_bool_default(reader: _Reader, table_data: dict[str, Any], key: str, table: str) -> bool:
-    value = table_data.pop(key, False)
-    if not isinstance(value, bool):
-        raise reader.fail(table, f"{key}: expected true or false")
-    return value
 
 
 def _implicit_agents(

@@ -161,23 +161,19 @@ class InstanceRunner:
     def _reply_cap_reached(self, message: InboundMessage) -> str | None:
         """Why answering would go over a reply cap (a loop with another robot), or None."""
         since = datetime.now(UTC) - timedelta(hours=1)
-        settings = self.settings
-        to_sender = self.store.replies_sent_since(
-            self.runtime_key, since, sender_id=message.sender_id
+        caps = (
+            ("to this sender", "max_replies_per_sender_per_hour", {"sender_id": message.sender_id}),
+            (
+                "in this conversation",
+                "max_replies_per_thread_per_hour",
+                {"conversation_id": message.conversation_id},
+            ),
         )
-        if to_sender >= settings.max_replies_per_sender_per_hour:
-            return (
-                f"{to_sender} replies to this sender in the last hour "
-                f"(max_replies_per_sender_per_hour = {settings.max_replies_per_sender_per_hour})"
-            )
-        in_thread = self.store.replies_sent_since(
-            self.runtime_key, since, conversation_id=message.conversation_id
-        )
-        if in_thread >= settings.max_replies_per_thread_per_hour:
-            return (
-                f"{in_thread} replies in this conversation in the last hour "
-                f"(max_replies_per_thread_per_hour = {settings.max_replies_per_thread_per_hour})"
-            )
+        for where, setting, scope in caps:
+            limit = getattr(self.settings, setting)
+            sent = self.store.replies_sent_since(self.runtime_key, since, **scope)
+            if sent >= limit:
+                return f"{sent} replies {where} in the last hour ({setting} = {limit})"
         return None
 
     async def _send_all(self, message: InboundMessage, replies: list[PlannedReply]) -> None:

@@ -18,7 +18,7 @@ from spacebot_core.checks import CheckResult
 from spacebot_core.errors import ChannelError
 from spacebot_core.hookspecs import hookimpl
 from spacebot_core.types import TEXT_RESPONSES, AnyResponse, InboundMessage, OutboundResponse
-from spacebot_email import compose
+from spacebot_email import compose, oauth2, sender_auth
 from spacebot_email import settings as email_settings
 from spacebot_email.diagnosis import check_instance
 from spacebot_email.filters import is_own_address, sender_allowed
@@ -51,6 +51,7 @@ class EmailAdapter(Adapter):
     smtp: SmtpSender | None = attrs.field(default=None, init=False)
     more_pending: bool = attrs.field(default=False, init=False)
     _tls_context: ssl.SSLContext | None = attrs.field(default=None, init=False, repr=False)
+    _token_source: oauth2.TokenSource | None = attrs.field(default=None, init=False, repr=False)
     _noted_rejections: set[str] = attrs.field(factory=set, init=False)
 
     @classmethod
@@ -75,6 +76,23 @@ class EmailAdapter(Adapter):
                 ) from None
         return self._tls_context
 
+    def token_source(self) -> oauth2.TokenSource:
+        """Where XOAUTH2 logins get their access token; one for IMAP and SMTP together."""
+        if self._token_source is None:
+            settings = self.settings
+            url = settings.oauth2_token_url or ""
+            self._token_source = oauth2.token_source(
+                token_command=settings.oauth2_token_command,
+                token_url=settings.oauth2_token_url,
+                client_id=settings.oauth2_client_id,
+                client_secret=settings.oauth2_client_secret,
+                refresh_token=settings.oauth2_refresh_token,
+                scope=settings.oauth2_scope,
+                ssl_context=self.tls_context() if url.startswith("https:") else None,
+                timeout=settings.timeout_secs,
+            )
+        return self._token_source
+
     async def imap_session(self) -> ImapSession:
         """The instance's IMAP connection, logged in; opened on first use."""
         if self.imap is None:
@@ -87,6 +105,7 @@ class EmailAdapter(Adapter):
                 password=settings.imap_password,
                 ssl_context=self.tls_context() if settings.imap_security != "plain" else None,
                 timeout=settings.timeout_secs,
+                token_source=self.token_source() if settings.imap_auth == "xoauth2" else None,
             )
         return self.imap
 
@@ -102,6 +121,7 @@ class EmailAdapter(Adapter):
                 password=settings.smtp_password,
                 tls_context=self.tls_context() if settings.smtp_security != "plain" else None,
                 timeout=settings.timeout_secs,
+                token_source=self.token_source() if settings.smtp_auth == "xoauth2" else None,
             )
         return self.smtp
 
@@ -166,11 +186,22 @@ class EmailAdapter(Adapter):
             uid=raw.uid,
             received_at=datetime.now(UTC),
         )
-        return attrs.evolve(message, metadata={**message.metadata, "uidvalidity": raw.uidvalidity})
+        verdict = sender_auth.verify(
+            raw.raw, message.sender_id, self.settings.trusted_authserv_id
+        ).as_metadata()
+        return attrs.evolve(
+            message,
+            metadata={**message.metadata, "uidvalidity": raw.uidvalidity, "sender_auth": verdict},
+        )
 
     @hookimpl
     def spacebot_filter_inbound(self, message: InboundMessage) -> str | None:
-        """Auto-generated mail, our own mail, and senders not allowed are not answered."""
+        """Auto-generated mail, our own mail, and senders not allowed are not answered.
+
+        With ``allowed_senders`` (or ``sender_auth = "on"``), an allowed sender must also
+        be vouched for by the receiving server (:mod:`.sender_auth`): a From header
+        alone is what any forger writes.
+        """
         metadata = message.metadata
         sender = message.sender_id
         if not sender:
@@ -185,6 +216,9 @@ class EmailAdapter(Adapter):
             return str(metadata["auto_generated"])
         if not sender_allowed(sender, self.settings.allowed_senders):
             return "sender is not in allowed_senders"
+        verdict = metadata.get("sender_auth") or {}
+        if self.settings.sender_auth_required and not verdict.get("authenticated"):
+            return f"sender not authenticated: {verdict.get('reason', 'no verdict')}"
         return None
 
     @hookimpl

@@ -9,10 +9,11 @@ only after it was handled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Literal
 
 import aioimaplib
@@ -37,12 +38,24 @@ TLS_FAILED_HINT = (
     "set tls_ca_file"
 )
 FLAGS_HINT = "Ensure the account has write permissions on the mailbox"
+RECONNECT_HINT = "spacebot reconnects by itself"
+
+#: How long one IDLE may last before it is ended and issued again. RFC 2177 lets a
+#: server log out a client after 30 minutes without a command (Gmail: 29); ending
+#: IDLE well before that keeps the connection and proves it is still alive.
+IDLE_RENEW_SECS = 25 * 60
+#: A UID set longer than this is sent over several commands: servers limit the length
+#: of a command line (Dovecot: 64 KB; some, 8 KB).
+MAX_UID_SET_CHARS = 4000
 
 _FETCH_START = re.compile(rb"^(\d+) FETCH \(")
 _UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_UIDNEXT = re.compile(rb"UIDNEXT (\d+)")
+#: Untagged responses that announce new mail in the selected folder (``* 3 EXISTS``).
+_NEW_MAIL = re.compile(rb"^\d+ (?:EXISTS|RECENT)$")
 _PERMANENT_FLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)")
 _LIST_LINE = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"[^"]*"|NIL) (?P<name>.+)$')
 
@@ -60,6 +73,10 @@ class FetchedMail:
     uid: int
     flags: tuple[str, ...]
     raw: bytes = attrs.field(repr=lambda raw: f"<{len(raw)} bytes>")
+    #: The whole message's size on the server (``RFC822.SIZE``).
+    size: int = attrs.field(default=0)
+    #: Only the first bytes were fetched, because the message is over the size limit.
+    partial: bool = False
 
 
 @attrs.frozen
@@ -70,6 +87,23 @@ class FolderState:
     uidvalidity: int
     exists: int
     writable: bool = True
+    #: The UID the next message will get; 0 when the server did not say.
+    uidnext: int = 0
+
+
+def uid_sets(uids: Iterable[int], max_chars: int = MAX_UID_SET_CHARS) -> Iterator[str]:
+    """UIDs as IMAP sequence sets of at most about ``max_chars`` characters each."""
+    runs = uid_set(uids).split(",") if uids else []
+    part: list[str] = []
+    length = 0
+    for run in runs:
+        if part and length + len(run) + 1 > max_chars:
+            yield ",".join(part)
+            part, length = [], 0
+        part.append(run)
+        length += len(run) + 1
+    if part:
+        yield ",".join(part)
 
 
 def uid_set(uids: Iterable[int]) -> str:
@@ -100,6 +134,15 @@ class ImapSession:
     username: str
     timeout: float
     selected: FolderState | None = None
+    #: Held by a task that needs one folder selected for several commands in a row
+    #: (see :meth:`using`): a fetch must not run after another task's SELECT.
+    lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False, repr=False)
+    #: Whether the server closed the connection (or it broke).
+    lost: bool = attrs.field(default=False, init=False)
+    #: Folders the server announced new mail in since they were last searched.
+    _pushed: set[str] = attrs.field(factory=set, init=False, repr=False)
+    #: Each folder's UIDNEXT when it was last searched.
+    _searched_uidnext: dict[str, int] = attrs.field(factory=dict, init=False, repr=False)
 
     @classmethod
     async def open(
@@ -125,6 +168,7 @@ class ImapSession:
         token = await token_source.token() if token_source is not None else None
         client = await _connect(host, port, security, ssl_context, timeout)
         session = cls(client, host, port, username, timeout)
+        client.protocol.conn_lost_cb = session._connection_lost
         try:
             if token is None:
                 response = await client.login(username, password or "")
@@ -166,9 +210,51 @@ class ImapSession:
         """Whether the server announced a capability such as ``IDLE``."""
         return self.client.has_capability(name)
 
+    def _connection_lost(self, error: Exception | None) -> None:
+        """aioimaplib's callback: wake an IDLE wait, which would otherwise sleep on."""
+        self.lost = True
+        self.client.protocol.idle_queue.put_nowait([b"* BYE connection lost"])
+
+    @contextlib.asynccontextmanager
+    async def using(self, folder: str) -> AsyncIterator[FolderState]:
+        """Hold the connection with ``folder`` selected (selected now if it was not).
+
+        Everything that depends on the selected folder (fetch, store, search, IDLE)
+        runs inside such a block, so that a concurrent task's SELECT cannot slip in.
+
+        :raises FolderMissingError: the folder does not exist.
+        """
+        async with self.lock:
+            state = self.selected
+            if state is None or state.name != folder:
+                state = await self.select(folder)
+            yield state
+
+    def has_new_mail(self, folder: str) -> bool:
+        """Whether the server said that mail arrived in ``folder`` since it was searched.
+
+        Announcements come as untagged ``EXISTS`` in the answer to any command, or as
+        a higher UIDNEXT when the folder is selected again; a mail that arrives
+        between a search and the next IDLE is announced that way, not in IDLE.
+        """
+        if folder in self._pushed:
+            return True
+        state = self.selected
+        if state is None or state.name != folder or not state.uidnext:
+            return False
+        return state.uidnext > self._searched_uidnext.get(folder, state.uidnext)
+
+    def _note_new_mail(self, lines: Sequence[bytes | bytearray]) -> None:
+        if self.selected is None:
+            return
+        for line in lines:
+            if type(line) is bytes and _NEW_MAIL.match(line):
+                self._pushed.add(self.selected.name)
+                return
+
     async def _command(self, what: str, call) -> aioimaplib.Response:
         try:
-            return await asyncio.wait_for(call, self.timeout)
+            response = await asyncio.wait_for(call, self.timeout)
         except TimeoutError:
             raise ChannelError(
                 f"IMAP server {self.host}:{self.port} did not answer {what} "
@@ -178,8 +264,11 @@ class ImapSession:
         except (aioimaplib.AioImapException, OSError) as error:
             raise ChannelError(
                 f"IMAP connection to {self.host}:{self.port} broke during {what}: {error}",
-                "spacebot reconnects by itself",
+                RECONNECT_HINT,
             ) from None
+        if not what.startswith("SELECT"):
+            self._note_new_mail(response.lines)
+        return response
 
     async def select(self, folder: str) -> FolderState:
         """Select a folder for reading and flagging.

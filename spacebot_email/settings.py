@@ -9,6 +9,7 @@ username) come from the same instance, never from another.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Literal
 
 import attrs
@@ -41,10 +42,36 @@ PROVIDER_TRANSPORT = {
     "smtp_port": 587,
     "smtp_use_starttls": True,
 }
+#: What is known of each provider's sender authentication and OAuth2 endpoints. Gmail
+#: writes "Authentication-Results: mx.google.com;"; Fastmail names the receiving host
+#: (mx1.messagingengine.com ...), matched as a subdomain; Microsoft writes no
+#: authserv-id at all, so Outlook has no pin.
+PROVIDER_SECURITY: dict[str, dict[str, object]] = {
+    "gmail": {
+        "trusted_authserv_id": "mx.google.com",
+        "oauth2_token_url": "https://oauth2.googleapis.com/token",
+    },
+    "outlook": {
+        "oauth2_token_url": "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        "oauth2_scope": "https://outlook.office.com/IMAP.AccessAsUser.All "
+        "https://outlook.office.com/SMTP.Send offline_access",
+    },
+    "fastmail": {
+        "trusted_authserv_id": "messagingengine.com",
+    },
+}
 
 #: Keys that belong to one account: a named instance never inherits them.
 PERSONAL_KEYS = frozenset(
-    {"imap_username", "imap_password", "smtp_username", "smtp_password", "from_address"}
+    {
+        "imap_username",
+        "imap_password",
+        "smtp_username",
+        "smtp_password",
+        "from_address",
+        "oauth2_refresh_token",
+        "oauth2_token_command",
+    }
 )
 
 Security = Literal["tls", "starttls", "plain"]
@@ -79,6 +106,32 @@ class EmailSettings:
     self_copy: bool = True
     timeout_secs: float = 30.0
     fetch_batch_size: int = 50
+    sender_auth: Literal["auto", "on", "off"] = "auto"
+    trusted_authserv_id: str | None = None
+    imap_auth: Literal["password", "xoauth2"] = "password"
+    smtp_auth: Literal["password", "xoauth2"] | None = None
+    oauth2_token_url: str | None = None
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: str | None = attrs.field(default=None, repr=False)
+    oauth2_refresh_token: str | None = attrs.field(default=None, repr=False)
+    oauth2_scope: str | None = None
+    oauth2_token_command: list[str] | None = attrs.field(default=None, repr=False)
+
+    @property
+    def sender_auth_required(self) -> bool:
+        """Whether a mail must be vouched for by the receiving server to be answered.
+
+        ``auto`` (the default) requires it whenever ``allowed_senders`` is set: an
+        allow-list that anyone can pass by writing a From header protects nothing.
+        """
+        if self.sender_auth == "auto":
+            return bool(self.allowed_senders)
+        return self.sender_auth == "on"
+
+    @property
+    def uses_xoauth2(self) -> bool:
+        """Whether IMAP or SMTP logs in with an OAuth2 token."""
+        return "xoauth2" in (self.imap_auth, self.smtp_auth)
 
     @property
     def imap_security(self) -> Security:
@@ -113,6 +166,7 @@ def finalize(settings: EmailSettings, runtime_key: str) -> EmailSettings:
         settings,
         smtp_username=settings.smtp_username or settings.imap_username,
         smtp_password=settings.smtp_password or settings.imap_password,
+        smtp_auth=settings.smtp_auth or settings.imap_auth,
     )
     settings = attrs.evolve(settings, from_address=settings.from_address or settings.smtp_username)
     if settings.poll_interval_secs < MIN_POLL_INTERVAL_SECS:
@@ -124,6 +178,7 @@ def finalize(settings: EmailSettings, runtime_key: str) -> EmailSettings:
         )
         settings = attrs.evolve(settings, poll_interval_secs=MIN_POLL_INTERVAL_SECS)
     _check_required(settings)
+    _check_oauth2(settings)
     _check_plaintext(settings)
     _check_limits(settings)
     return settings
@@ -132,7 +187,11 @@ def finalize(settings: EmailSettings, runtime_key: str) -> EmailSettings:
 def _apply_provider(settings: EmailSettings) -> EmailSettings:
     if settings.provider is None:
         return settings
-    preset = {**PROVIDERS[settings.provider], **PROVIDER_TRANSPORT}
+    preset = {
+        **PROVIDERS[settings.provider],
+        **PROVIDER_TRANSPORT,
+        **PROVIDER_SECURITY.get(settings.provider, {}),
+    }
     unset = {key: value for key, value in preset.items() if getattr(settings, key) is None}
     return attrs.evolve(settings, **unset)
 
@@ -175,13 +234,47 @@ def _check_required(settings: EmailSettings) -> None:
             raise ConfigError(
                 f'{key}: is required (or set provider = "gmail", "outlook" or "fastmail")'
             )
-    for key in ("imap_username", "imap_password"):
-        if not getattr(settings, key):
-            raise ConfigError(f"{key}: is required")
+    if not settings.imap_username:
+        raise ConfigError("imap_username: is required")
+    if settings.imap_auth == "password" and not settings.imap_password:
+        raise ConfigError('imap_password: is required (or set imap_auth = "xoauth2")')
+    if settings.smtp_auth == "password" and settings.smtp_username and not settings.smtp_password:
+        raise ConfigError('smtp_password: is required when smtp_auth = "password"')
     if not settings.from_address or "@" not in settings.from_address:
         raise ConfigError("from_address: is required (an address such as bot@example.com)")
     if not settings.folders:
         raise ConfigError('folders: needs at least one folder, such as ["INBOX"]')
+
+
+def _check_oauth2(settings: EmailSettings) -> None:
+    """XOAUTH2 needs exactly one token source: a command, or a complete refresh flow."""
+    if not settings.uses_xoauth2:
+        return
+    refresh_keys = ("oauth2_token_url", "oauth2_client_id", "oauth2_refresh_token")
+    if settings.oauth2_token_command is not None:
+        if not settings.oauth2_token_command or not all(settings.oauth2_token_command):
+            raise ConfigError(
+                'oauth2_token_command: must name a program, such as ["oama", "access", '
+                '"bot@example.com"]'
+            )
+        if settings.oauth2_refresh_token:
+            raise ConfigError("oauth2_token_command: choose it or oauth2_refresh_token, not both")
+        return
+    for key in refresh_keys:
+        if not getattr(settings, key):
+            raise ConfigError(
+                f'{key}: is required for imap_auth/smtp_auth = "xoauth2" (or set '
+                "oauth2_token_command to a program that prints an access token)"
+            )
+    url = urllib.parse.urlsplit(settings.oauth2_token_url or "")
+    host = url.hostname or ""
+    if url.scheme not in ("https", "http") or not host:
+        raise ConfigError("oauth2_token_url: must be an https:// address")
+    if url.scheme == "http" and not is_loopback_host(host):
+        raise ConfigError(
+            f"oauth2_token_url: plaintext http to {host} is refused (it would send the "
+            "refresh token in the clear); use https"
+        )
 
 
 def _check_plaintext(settings: EmailSettings) -> None:

@@ -25,6 +25,7 @@ import attrs
 
 from spacebot_core.checks import CheckResult
 from spacebot_core.errors import ChannelError
+from spacebot_email.oauth2 import OAuth2Error, TokenSource
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ Security = Literal["starttls", "tls", "plain"]
 
 HINT_PLAINTEXT = "set smtp_use_starttls = true or smtp_use_tls = true, or use a loopback host"
 HINT_AUTH = "Verify SMTP credentials; check if 2FA app password is required"
+HINT_XOAUTH2 = (
+    "The server refused the OAuth2 token: check that it was issued for this account "
+    "with the scope that allows sending (Gmail: https://mail.google.com/)"
+)
 HINT_TLS = (
     "Gmail/Outlook use smtp_use_starttls = true on port 587 (or TLS on 465); "
     "for a private CA set tls_ca_file"
@@ -73,7 +78,8 @@ class SmtpSender:
     ``plain``, which is refused for any host that is not loopback. Certificates are
     always verified: against the system's CAs, or only against ``tls_ca_file`` when it
     is set, or by ``tls_context`` when the caller builds its own. ``timeout`` bounds
-    every network wait (connect, each reply, the TLS handshake), in seconds.
+    every network wait (connect, each reply, the TLS handshake), in seconds. With
+    ``token_source``, the login is XOAUTH2 with its access token instead of a password.
     """
 
     host: str
@@ -87,6 +93,7 @@ class SmtpSender:
     tls_context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
     timeout: float = 30.0
     local_hostname: str | None = None
+    token_source: TokenSource | None = attrs.field(default=None, repr=False)
     _default_context: ssl.SSLContext | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -270,7 +277,9 @@ class SmtpSession:
         steps: list[tuple[str, _Step]] = [(connect, self._connect)]
         if settings.security == "starttls":
             steps.append(("SMTP STARTTLS", self._start_tls))
-        if settings.username is not None:
+        if settings.username is not None and settings.token_source is not None:
+            steps.append((f"SMTP login as {settings.username} (XOAUTH2)", self._login_xoauth2))
+        elif settings.username is not None:
             steps.append((f"SMTP login as {settings.username}", self._login))
         return steps
 
@@ -316,6 +325,37 @@ class SmtpSession:
         client = self._require_client()
         try:
             await client.login(settings.username or "", settings.password)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise self._error(exc, "login") from exc
+        return "authenticated"
+
+    async def _login_xoauth2(self) -> str:
+        """Log in with XOAUTH2 and the token source's access token."""
+        settings = self.settings
+        assert settings.token_source is not None
+        client = self._require_client()
+        try:
+            if client.is_ehlo_or_helo_needed:  # STARTTLS forgot the first EHLO's answer
+                await client.ehlo()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise self._error(exc, "login") from exc
+        if "xoauth2" not in client.server_auth_methods:
+            raise OAuth2Error(
+                f"SMTP server {settings.address} does not offer XOAUTH2 login",
+                'set smtp_auth = "password", or check smtp_host: Gmail and Microsoft 365 '
+                "offer it after STARTTLS",
+            )
+        token = await settings.token_source.token()
+        try:
+            # aiosmtplib answers the server's error challenge (334) itself.
+            await client.auth_xoauth2(settings.username or "", token)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            settings.token_source.invalidate()  # the next attempt gets a fresh token
+            raise ChannelError(
+                f"SMTP authentication failed for {settings.username} at {settings.address} "
+                f"({exc.code}, XOAUTH2)",
+                HINT_XOAUTH2,
+            ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise self._error(exc, "login") from exc
         return "authenticated"
