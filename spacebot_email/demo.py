@@ -198,6 +198,8 @@ smtp_use_starttls = false
 from_address = {quoted(BOT.address)}
 from_name = {quoted(BOT.display_name)}
 allowed_senders = ["@spacebot.demo"]
+# The embedded server vouches for no sender (no Authentication-Results header).
+sender_auth = "off"
 poll_interval_secs = {POLL_INTERVAL_SECS}
 timeout_secs = {TIMEOUT}
 
