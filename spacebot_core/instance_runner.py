@@ -112,10 +112,11 @@ class InstanceRunner:
         if message is None:
             return
         record = self.store.record_received(message)
-        if record.state in (ANSWERED, IGNORED):
-            await self._ack(message, record.state)  # handled before, the ack was lost
+        if record.state in (ANSWERED, IGNORED, FAILED, HELD):
+            # Decided before; a crash may have come between the store and the channel.
+            await self._ack(message, record.state)
             return
-        if record.state in (FAILED, HELD) or self.store.retry_later(message):
+        if self.store.retry_later(message):
             return
         reason = self._ignore_reason(message)
         if reason:
