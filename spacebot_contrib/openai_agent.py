@@ -178,6 +178,7 @@ class OpenAIAgent(Agent):
                 session.post(self.endpoint, json=body, headers=headers) as reply,
             ):
                 text = await reply.text()
+                text = _scrub(text, self.settings.api_key)
                 _raise_for_status(reply.status, reply.headers.get("Retry-After"), text)
                 return _json(text)
         except TimeoutError:
@@ -186,6 +187,11 @@ class OpenAIAgent(Agent):
             ) from None
         except aiohttp.ClientError as error:
             raise RetryableError(f"cannot reach {self.endpoint}: {error}") from None
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    """``text`` without ``secret``: some servers quote the key they refused in the error."""
+    return text.replace(secret, "***") if secret else text
 
 
 def _raise_for_status(status: int, retry_after: str | None, text: str) -> None:

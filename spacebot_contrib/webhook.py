@@ -15,8 +15,10 @@ waits in memory; ``spacebot_wait`` returns as soon as one arrives, and
 the responses of a request, and ``spacebot_ack`` completes it: the HTTP reply is written
 then, after every response was recorded as sent.
 
-Requests are held in memory only: a request in flight when spacebot stops gets ``503``
-and the client sends it again (with the same ``id``, it is not answered twice).
+Requests wait in memory only: a request in flight when spacebot stops gets ``503`` and
+the client sends it again. The responses given to each ``id`` are kept for a week in a
+small SQLite file in the state directory, so a request sent again with the same ``id``
+is not answered twice: it gets the answer it was given, even across a restart.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
+import re
 import socket
+import sqlite3
 import ssl
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -49,6 +55,8 @@ MIN_TOKEN_CHARS = 16
 STOP_TIMEOUT_SECS = 5.0
 """Seconds the server may take to close its connections when the instance stops."""
 MAX_ID_CHARS = 200
+REPLY_RETENTION = timedelta(days=7)
+"""How long the responses to a request id are kept for a client that sends it again."""
 
 
 @attrs.frozen
@@ -96,7 +104,6 @@ class PendingRequest:
 
     request: WebhookRequest
     done: asyncio.Future[WebhookReply]
-    responses: list[dict[str, Any]] = attrs.field(factory=list)
     #: Returned by a poll: the runtime is working on it, so a client that gives up
     #: does not take it away half-answered.
     taken: bool = False
@@ -137,7 +144,9 @@ def _string_field(
     return value
 
 
-def reply_body(request: WebhookRequest, outcome: str, responses: list[dict[str, Any]]) -> dict:
+def reply_body(
+    request: WebhookRequest, outcome: str, responses: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The JSON document of an answered (or ignored, or failed) request."""
     return {
         "id": request.message_id,
@@ -152,6 +161,48 @@ def _error(status: int, text: str) -> WebhookReply:
 
 
 @attrs.define(eq=False)
+class ReplyLog:
+    """The responses given to each request id, oldest first; SQLite, in a file or memory."""
+
+    connection: sqlite3.Connection
+
+    @classmethod
+    def open(cls, path: Path | None) -> ReplyLog:
+        """Open (creating) the log at ``path``, or one in memory; prune old entries."""
+        connection = sqlite3.connect(
+            str(path) if path else ":memory:", isolation_level=None, check_same_thread=False
+        )
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS responses (delivery_id TEXT PRIMARY KEY,"
+            " message_id TEXT NOT NULL, response TEXT NOT NULL, created_at TEXT NOT NULL)"
+        )
+        connection.execute(
+            "CREATE INDEX IF NOT EXISTS responses_by_message ON responses (message_id)"
+        )
+        oldest = (datetime.now(UTC) - REPLY_RETENTION).isoformat()
+        connection.execute("DELETE FROM responses WHERE created_at < ?", (oldest,))
+        return cls(connection)
+
+    def add(self, message_id: str, delivery_id: str, response: dict[str, Any]) -> None:
+        """Record one response; the same delivery id twice is recorded once."""
+        self.connection.execute(
+            "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?)",
+            (delivery_id, message_id, json.dumps(response), datetime.now(UTC).isoformat()),
+        )
+
+    def responses(self, message_id: str) -> list[dict[str, Any]]:
+        """The responses given to ``message_id``, in the order they were sent."""
+        rows = self.connection.execute(
+            "SELECT response FROM responses WHERE message_id = ? ORDER BY rowid", (message_id,)
+        ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def close(self) -> None:
+        """Close the database."""
+        self.connection.close()
+
+
+@attrs.define(eq=False)
 class WebhookAdapter(Adapter):
     """An HTTP endpoint; one instance is one server on one port."""
 
@@ -161,6 +212,7 @@ class WebhookAdapter(Adapter):
     _pending: dict[str, PendingRequest] = attrs.field(factory=dict, init=False)
     _arrived: asyncio.Event | None = attrs.field(default=None, init=False)
     _runner: web.AppRunner | None = attrs.field(default=None, init=False)
+    _replies: ReplyLog | None = attrs.field(default=None, init=False)
     bound_port: int | None = attrs.field(default=None, init=False)
 
     @classmethod
@@ -196,18 +248,14 @@ class WebhookAdapter(Adapter):
 
         if self._runner is not None:
             return
+        ssl_context = self._ssl_context()  # before anything is opened: it may fail
+        self._replies = self._replies or ReplyLog.open(self._reply_log_path())
         self._arrived = asyncio.Event()
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post(self.settings.path, self._handle)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_SECS)
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            self.settings.host,
-            self.settings.port,
-            ssl_context=self._ssl_context(),
-            shutdown_timeout=STOP_TIMEOUT_SECS,
-        )
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as error:
@@ -226,6 +274,17 @@ class WebhookAdapter(Adapter):
                 self.settings.host,
             )
         self.log.info("[%s] listening on %s", self.runtime_key, self.url)
+
+    def _reply_log_path(self) -> Path | None:
+        if self.state_dir is None:
+            return None
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.runtime_key)
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        return Path(self.state_dir) / f"webhook-{name}.sqlite3"
+
+    def waiting_ids(self) -> list[str]:
+        """The ids of the requests waiting for their answer, oldest first."""
+        return [key for key, pending in self._pending.items() if not pending.done.done()]
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.settings.tls_cert_file:
@@ -250,8 +309,13 @@ class WebhookAdapter(Adapter):
                 )
         self._pending.clear()
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await asyncio.wait_for(runner.cleanup(), timeout=STOP_TIMEOUT_SECS * 2)
+        try:
+            if runner is not None:
+                await asyncio.wait_for(runner.cleanup(), timeout=STOP_TIMEOUT_SECS * 2)
+        finally:
+            if self._replies is not None:
+                self._replies.close()
+                self._replies = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         """One POST: check the token, queue the message, wait for its answer."""
@@ -262,6 +326,8 @@ class WebhookAdapter(Adapter):
         return web.json_response(reply.body, status=reply.status, headers=headers)
 
     async def _reply_to(self, request: web.Request) -> WebhookReply:
+        from aiohttp import web
+
         if not self._authorized(request.headers.get("Authorization", "")):
             return _error(401, "missing or wrong bearer token")
         try:
@@ -270,6 +336,8 @@ class WebhookAdapter(Adapter):
             return _error(400, str(error))
         except ValueError:
             return _error(400, "the body is not valid JSON")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"the body is over {self.settings.max_body_bytes} bytes")
         pending = self._pending.get(parsed.message_id)
         if pending is None:
             future = asyncio.get_running_loop().create_future()
@@ -335,19 +403,14 @@ class WebhookAdapter(Adapter):
     async def spacebot_send(
         self, message: InboundMessage, response: AnyResponse, delivery_id: str
     ) -> None:
-        """Add one response to the request's HTTP reply (written at the acknowledgement)."""
-        pending = self._pending.get(message.id)
-        if pending is None or pending.done.done():
-            # The client is gone (it gave up, or spacebot restarted since): there is no
-            # one to give the response to, and failing would only restart the server.
-            self.log.warning(
-                "[%s] response %s dropped: request %s is no longer waiting",
-                self.runtime_key,
-                delivery_id,
-                message.id,
-            )
-            return
-        pending.responses.append(response_to_data(response))
+        """Record one response for the request's HTTP reply (written at the ack).
+
+        It is recorded even when the client is gone (it gave up, or spacebot restarted):
+        the client that sends the request again gets it.
+        """
+        if self._replies is None:
+            raise ChannelError(f"the {self.runtime_key} webhook is not started")
+        self._replies.add(message.id, delivery_id, response_to_data(response))
 
     @hookimpl
     async def spacebot_ack(self, message: InboundMessage, outcome: str) -> None:
@@ -355,9 +418,10 @@ class WebhookAdapter(Adapter):
         pending = self._pending.pop(message.id, None)
         if pending is None or pending.done.done():
             return
+        responses = self._replies.responses(message.id) if self._replies else []
         status = 200 if outcome in ("answered", "ignored") else 502
         pending.done.set_result(
-            WebhookReply(status, reply_body(pending.request, outcome, pending.responses))
+            WebhookReply(status, reply_body(pending.request, outcome, responses))
         )
 
     @hookimpl
