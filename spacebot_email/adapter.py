@@ -185,6 +185,7 @@ class EmailAdapter(Adapter):
             folder=raw.folder,
             uid=raw.uid,
             received_at=datetime.now(UTC),
+            strip_quoted=self.settings.strip_quoted,
         )
         verdict = sender_auth.verify(
             raw.raw, message.sender_id, self.settings.trusted_authserv_id

@@ -2,12 +2,17 @@
 
 Everything channel-specific goes into ``metadata``, as JSON-safe values only (str,
 int, bool, None, lists and dicts of them), because the state store keeps it as JSON.
+The agent reads only what the sender wrote now (``ParsedMail.new_text``); when quoted
+history or a signature was split off, the full text, the quote and the signature stay
+in ``metadata`` as ``full_text``, ``quoted_text`` and ``signature``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
+import attrs
 
 from spacebot_core.types import InboundMessage, MessageContent
 from spacebot_email.parse import Address, ParsedMail
@@ -17,7 +22,13 @@ __all__ = ["to_inbound"]
 
 
 def to_inbound(
-    mail: ParsedMail, *, runtime_key: str, folder: str, uid: int, received_at: datetime
+    mail: ParsedMail,
+    *,
+    runtime_key: str,
+    folder: str,
+    uid: int,
+    received_at: datetime,
+    strip_quoted: bool = True,
 ) -> InboundMessage:
     """Turn a parsed mail into the message the runtime routes to an agent.
 
@@ -26,15 +37,20 @@ def to_inbound(
     :param folder: the IMAP folder it was fetched from.
     :param uid: its IMAP UID in that folder.
     :param received_at: when it was fetched; the timestamp when the mail has no Date.
+    :param strip_quoted: give the agent the new text only (the setting of the same
+        name); when false, the full text, and no reply parts in the metadata.
     :return: the inbound message. ``sender_id`` is the lowercased From address (empty
         when there is none); ``content`` is ``MessageContent.Media`` when the mail has
-        attachments (rejected ones included), else ``MessageContent.Text``.
+        attachments (rejected ones included), else ``MessageContent.Text``; its text
+        is the mail's new text, without quoted history or signature.
     """
+    if not strip_quoted:
+        mail = attrs.evolve(mail, new_text=mail.text, quoted_text="", signature="")
     content: MessageContent.Text | MessageContent.Media
     if mail.attachments:
-        content = MessageContent.Media(text=mail.text, attachments=mail.attachments)
+        content = MessageContent.Media(text=mail.new_text, attachments=mail.attachments)
     else:
-        content = MessageContent.Text(text=mail.text)
+        content = MessageContent.Text(text=mail.new_text)
     return InboundMessage(
         id=mail.message_id,
         source="email",
@@ -72,7 +88,19 @@ def _metadata(mail: ParsedMail, *, folder: str, uid: int) -> dict[str, Any]:
             for a in mail.attachments
             if a.rejected_reason is not None
         ],
+        **_reply_parts(mail),
     }
+
+
+def _reply_parts(mail: ParsedMail) -> dict[str, str]:
+    """What was split off the text the agent reads; nothing when nothing was.
+
+    Left out when the text is whole, so that the common mail does not store its body
+    twice.
+    """
+    if not (mail.quoted_text or mail.signature):
+        return {}
+    return {"full_text": mail.text, "quoted_text": mail.quoted_text, "signature": mail.signature}
 
 
 def _addresses(addresses: tuple[Address, ...]) -> list[str]:

@@ -8,6 +8,9 @@ What ``compat32`` leaves undone, this module does itself, defensively: decoding
 RFC 2047 encoded words and raw 8-bit (RFC 6532) headers, message ids, addresses, dates,
 charsets that Python does not know (``x-unknown``, ``fakescii``), RFC 3676
 ``format=flowed`` text and HTML bodies (through :mod:`spacebot_email.html_text`).
+With ``strip_quoted`` (the default), the body is also split into what the sender wrote
+now, the quoted history and the signature (through :mod:`spacebot_email.quotes`; for
+HTML, before conversion to text).
 
 Hostile mail runs in bounded time: a mail declaring more than
 :data:`MAX_BOUNDARIES` multipart boundaries is read for its headers only (the stdlib
@@ -39,6 +42,7 @@ import attrs
 from spacebot_core.types import Attachment
 from spacebot_email.filters import auto_generated_reason
 from spacebot_email.html_text import html_to_text
+from spacebot_email.quotes import ReplyParts, split_html_reply, split_reply
 
 __all__ = [
     "DEFAULT_MAX_ATTACHMENT_BYTES",
@@ -124,6 +128,9 @@ _NO_TEXT_TOO_COMPLEX = (
 )
 _BROKEN_MIME_NOTE = "[this mail's MIME structure is broken; its raw body follows]\n\n"
 _NO_TEXT_PARSER_ERROR = "[no readable text: this mail could not be parsed]"
+#: Subjects of forwarded mail (English, German, French, Spanish, Portuguese): their
+#: quoted-looking part is the forwarded message, news to the reader, so it is kept.
+_FORWARD_SUBJECT = re.compile(r"\s*(?:fwd?|wg|tr|rv|enc)\s*:", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -145,7 +152,12 @@ class ParsedMail:
     ``message_id`` always has a value, in angle brackets: when the mail has none, a
     stable substitute ``<sha256[:32]@spacebot.invalid>`` of its bytes, flagged by
     ``message_id_is_substitute``. ``text`` is never empty: the text/plain body, else
-    the HTML body converted to text, else a placeholder in square brackets.
+    the HTML body converted to text, else a placeholder in square brackets: the full
+    text, quotes and all. ``new_text`` is what the sender wrote now, without quoted
+    history (``quoted_text``) or signature (``signature``); it is ``text`` itself
+    when nothing was split, when splitting was not asked for, or when the mail is a
+    forward (``Fwd:``, ``WG:``, ``TR:``, ``RV:`` ...: what is forwarded is news to the
+    reader, not history). The three are cut to the body limit each.
     ``auto_generated`` says why the mail is a bounce or automatic answer (see
     :func:`spacebot_email.filters.auto_generated_reason`). ``defects`` names what was
     malformed, for logs.
@@ -167,6 +179,9 @@ class ParsedMail:
     auto_generated: str | None
     x_loop: tuple[str, ...]
     defects: tuple[str, ...]
+    new_text: str
+    quoted_text: str
+    signature: str
 
 
 def parse_mail(
@@ -174,6 +189,7 @@ def parse_mail(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES,
+    strip_quoted: bool = True,
 ) -> ParsedMail:
     """Parse one raw mail. Never raises, whatever the bytes.
 
@@ -182,28 +198,36 @@ def parse_mail(
         at a character boundary and ends with a visible note.
     :param max_attachment_bytes: attachments with more decoded bytes than this keep
         their name, type and size but no data, and say why in ``rejected_reason``.
+    :param strip_quoted: split the body into new text, quoted history and signature
+        (``new_text``, ``quoted_text``, ``signature``); when false, ``new_text`` is the
+        full text.
     :return: the parsed mail.
     """
     raw = bytes(raw)
     try:
-        return _parse(raw, max(0, max_body_bytes), max(0, max_attachment_bytes))
+        return _parse(raw, max(0, max_body_bytes), max(0, max_attachment_bytes), strip_quoted)
     except Exception:
         # A bug here must not lose the mail: log it and hand on what is certain.
         logger.exception("parse_mail failed on a %d-byte mail; using a placeholder", len(raw))
         return _unparseable(raw)
 
 
-def _parse(raw: bytes, max_body_bytes: int, max_attachment_bytes: int) -> ParsedMail:
+def _parse(
+    raw: bytes, max_body_bytes: int, max_attachment_bytes: int, strip_quoted: bool
+) -> ParsedMail:
     """:func:`parse_mail` without the safety net."""
     msg, complete = _message_from_bytes(raw)
     headers = _HeaderTable(msg)
     message_id = _first(_message_ids(headers.text("message-id"), strict=False))
+    subject = " ".join(decode_header_text(headers.text("subject")).split())
     body = _Body()
     if complete:
         body.walk(msg, 0)
     else:
         body.defects.append("too-complex")
-    text, truncated = body.text(raw, max_body_bytes, complete)
+    split = strip_quoted and not _FORWARD_SUBJECT.match(subject)
+    text, truncated, reply = body.text(raw, max_body_bytes, complete, split=split)
+    reply = _bounded_reply(reply, text, max_body_bytes)
     return ParsedMail(
         message_id=message_id or _substitute_message_id(raw),
         message_id_is_substitute=message_id is None,
@@ -213,7 +237,7 @@ def _parse(raw: bytes, max_body_bytes: int, max_attachment_bytes: int) -> Parsed
         reply_to=_first(_addresses(headers.raw("reply-to")[:1])),
         to=_addresses(headers.raw("to")),
         cc=_addresses(headers.raw("cc")),
-        subject=" ".join(decode_header_text(headers.text("subject")).split()),
+        subject=subject,
         date=_parse_date(headers.text("date")),
         text=text,
         body_truncated=truncated,
@@ -223,7 +247,20 @@ def _parse(raw: bytes, max_body_bytes: int, max_attachment_bytes: int) -> Parsed
             v for v in (decode_header_text(x).strip() for x in headers.raw("x-loop")) if v
         ),
         defects=tuple(dict.fromkeys(body.defects)),
+        new_text=reply.new,
+        quoted_text=reply.quoted,
+        signature=reply.signature,
     )
+
+
+def _bounded_reply(reply: ReplyParts | None, text: str, max_bytes: int) -> ReplyParts:
+    """The split body with each part within the body limit; unsplit, the full text."""
+    if reply is None or not reply.is_split or not reply.new.strip():
+        return ReplyParts(new=text)
+    new, quoted, signature = (
+        _truncate(part, max_bytes, False)[0] for part in (reply.new, reply.quoted, reply.signature)
+    )
+    return ReplyParts(new=new, quoted=quoted, signature=signature)
 
 
 def _message_from_bytes(raw: bytes) -> tuple[Message, bool]:
@@ -262,6 +299,9 @@ def _unparseable(raw: bytes) -> ParsedMail:
         auto_generated=None,
         x_loop=(),
         defects=("parser-error",),
+        new_text=_NO_TEXT_PARSER_ERROR,
+        quoted_text="",
+        signature="",
     )
 
 
@@ -564,30 +604,54 @@ class _Body:
         else:
             self.plain.append(_plain_text_of(part))
 
-    def text(self, raw: bytes, max_bytes: int, complete: bool) -> tuple[str, bool]:
-        """The body text within ``max_bytes``, and whether it was cut.
+    def text(
+        self, raw: bytes, max_bytes: int, complete: bool, *, split: bool = False
+    ) -> tuple[str, bool, ReplyParts | None]:
+        """The body text within ``max_bytes``, whether it was cut, and its reply parts.
 
         Plain text wins over HTML. With neither, a placeholder in square brackets; but
         when broken boundaries left the parser with nothing at all, the raw body
-        after a note, rather than losing what the sender wrote.
+        after a note, rather than losing what the sender wrote. With ``split``, the
+        untruncated body is also split into new text, quote and signature (None when
+        not asked for or when the text is a placeholder): the new text of a
+        bottom-posted reply may lie beyond the cut.
         """
         text = "\n\n".join(t for t in self.plain if t.strip()).strip("\n")
         cut = False
+        reply = None
+        limit = max(max_bytes, 1) * HTML_INPUT_FACTOR
         if not text.strip() and self.html:
             html = "\n".join(self.html)
-            limit = max(max_bytes, 1) * HTML_INPUT_FACTOR
             cut = len(html) > limit
             text = html_to_text(html[:limit])
+            if split and text.strip():
+                reply = self._guarded_split(_split_html_body, html[:limit], text)
+        elif split and text.strip():
+            reply = self._guarded_split(split_reply, text[:limit])
         if not text.strip():
             if not complete:
-                return _NO_TEXT_TOO_COMPLEX, False
+                return _NO_TEXT_TOO_COMPLEX, False, None
             if self.files or not any("boundary" in defect for defect in self.defects):
-                return (_NO_TEXT_ATTACHMENTS_ONLY if self.files else _NO_TEXT_EMPTY), False
+                return (_NO_TEXT_ATTACHMENTS_ONLY if self.files else _NO_TEXT_EMPTY), False, None
             text = _raw_body_text(raw)
             if not text.strip():
-                return _NO_TEXT_EMPTY, False
+                return _NO_TEXT_EMPTY, False, None
             text = _BROKEN_MIME_NOTE + text
-        return _truncate(text, max_bytes, cut)
+        return (*_truncate(text, max_bytes, cut), reply)
+
+    def _guarded_split(
+        self, split: typing.Callable[..., ReplyParts], *args: str
+    ) -> ReplyParts | None:
+        """``split(*args)``; on a bug, the full text stays the new text (a defect says so).
+
+        Like :meth:`_guarded_leaf`: splitting is a convenience, reading the mail is not.
+        """
+        try:
+            return split(*args)
+        except Exception as error:
+            logger.debug("splitting quotes failed", exc_info=True)
+            self.defects.append(f"quote-split-error:{type(error).__name__}")
+            return None
 
     def attachments(self, max_bytes: int) -> tuple[Attachment, ...]:
         """The files as attachments, numbered from 1 for generated names."""
@@ -595,6 +659,20 @@ class _Body:
             _guarded_attachment(part, number, max_bytes, self.defects)
             for number, part in enumerate(self.files, start=1)
         )
+
+
+def _split_html_body(html: str, text: str) -> ReplyParts:
+    """An HTML body split by its quote markup, then its new part by the text rules.
+
+    :param html: the HTML body.
+    :param text: ``html`` converted to text, reused when the markup shows no quote.
+    """
+    new_html, quoted_html = split_html_reply(html)
+    if not quoted_html:
+        return split_reply(text)
+    parts = split_reply(html_to_text(new_html))
+    quoted = "\n\n".join(q for q in (parts.quoted, html_to_text(quoted_html)) if q)
+    return ReplyParts(new=parts.new, quoted=quoted, signature=parts.signature)
 
 
 def _is_attached(part: Message) -> bool:

@@ -101,6 +101,7 @@ class EmailSettings:
     folders: list[str] = attrs.Factory(lambda: ["INBOX"])
     allowed_senders: list[str] = attrs.Factory(list)
     filter_auto_generated: bool = True
+    strip_quoted: bool = True
     max_body_bytes: int = 102400
     max_attachment_bytes: int = 10485760
     self_copy: bool = True
