@@ -283,7 +283,9 @@ async def _until_either(awaitable: Any, stopping: asyncio.Event) -> None:
         await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (work, stop_wait):
-            if not task.done():
-                task.cancel()
-    if work.done() and not work.cancelled() and work.exception() is not None:
+            task.cancel()
+        # Collect what the cancelled task raised on its way out (a connection closed
+        # under IDLE), so that no exception is left unretrieved.
+        await asyncio.gather(work, stop_wait, return_exceptions=True)
+    if not work.cancelled() and work.exception() is not None:
         raise work.exception()
