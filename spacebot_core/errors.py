@@ -22,11 +22,15 @@ class ChannelError(SpacebotError):
     """A channel could not do its job (connect, log in, send).
 
     ``hint`` says what the user can do about it; the CLI prints both on one line.
+    ``permanent`` marks a failure that belongs to one message and will not go away by
+    trying again (a recipient the server refuses): the runtime counts it against that
+    message, as an agent's failure, instead of stopping the whole instance.
     """
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.hint = hint
+        self.permanent = permanent
 
     def __str__(self) -> str:
         message = super().__str__()

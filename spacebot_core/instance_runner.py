@@ -11,6 +11,7 @@ import attrs
 
 from spacebot_core.backoff import Backoff
 from spacebot_core.config import RuntimeSettings
+from spacebot_core.errors import ChannelError
 from spacebot_core.instance_hooks import InstanceHooks
 from spacebot_core.routing import Router
 from spacebot_core.store import (
@@ -144,7 +145,13 @@ class InstanceRunner:
         replies = await self._replies_for(message)
         if replies is None:
             return
-        await self._send_all(message, replies)
+        try:
+            await self._send_all(message, replies)
+        except ChannelError as error:
+            if not error.permanent:
+                raise  # the channel is down: the instance backs off, the message waits
+            await self._give_up_or_retry(message, f"cannot be answered: {error}")
+            return
         self.store.mark_answered(message, replies)
         log.info(
             "[%s] answered %s from %s with %d response(s)",
@@ -236,25 +243,27 @@ class InstanceRunner:
         reason = (
             "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
         )
+        await self._give_up_or_retry(message, f"agent {agent_id} failed: {reason}")
+
+    async def _give_up_or_retry(self, message: InboundMessage, reason: str) -> None:
+        """Count one failed attempt; after max_attempts the message is left for a human."""
         attempts = self.store.record_failure(message, reason, self._retry_delay(message))
         if attempts < self.settings.max_attempts:
             log.warning(
-                "[%s] agent %s failed on %s (attempt %d of %d), will retry: %s",
+                "[%s] %s: %s (attempt %d of %d), will retry",
                 self.runtime_key,
-                agent_id,
                 message.id,
+                reason,
                 attempts,
                 self.settings.max_attempts,
-                reason,
             )
             return
         log.error(
-            "[%s] agent %s failed on %s %d times; giving up, left for a human: %s",
+            "[%s] %s: %s; giving up after %d attempts, left unread for a human",
             self.runtime_key,
-            agent_id,
             message.id,
-            attempts,
             reason,
+            attempts,
         )
         self.store.mark_failed(message, reason)
         await self._ack(message, FAILED)
