@@ -196,12 +196,17 @@ class InstanceRunner:
                 self.store.mark_sent(reply)
                 continue
             self.store.mark_sending(reply)
-            await self.hooks.call_async(
-                "spacebot_send",
-                message=message,
-                response=reply.response,
-                delivery_id=reply.delivery_id,
-            )
+            try:
+                await self.hooks.call_async(
+                    "spacebot_send",
+                    message=message,
+                    response=reply.response,
+                    delivery_id=reply.delivery_id,
+                )
+            except ChannelError as error:
+                if error.permanent:  # refused for sure: no copy of it can prove otherwise
+                    self.store.mark_pending(reply)
+                raise
             self.store.mark_sent(reply)
 
     async def _confirmed(self, message: InboundMessage, reply: PlannedReply) -> bool:

@@ -322,6 +322,12 @@ class StateStore:
             "UPDATE replies SET state = ? WHERE delivery_id = ?", (SENDING, reply.delivery_id)
         )
 
+    def mark_pending(self, reply: PlannedReply) -> None:
+        """Record that the channel refused one reply for sure: it was not sent."""
+        self.connection.execute(
+            "UPDATE replies SET state = ? WHERE delivery_id = ?", (PENDING, reply.delivery_id)
+        )
+
     def mark_sent(self, reply: PlannedReply) -> None:
         """Record that the channel accepted one reply."""
         self.connection.execute(

@@ -232,10 +232,13 @@ class SmtpSession:
     ) -> None:
         """Send one message on this connection.
 
-        A recipient refused while others were accepted is logged, not raised: the mail
-        went out, and sending it again would duplicate it for the others.
+        The first recipient is the one the mail is for; others are copies (the bot's
+        own, for instance). A refused copy is logged, not raised: the mail went out, and
+        sending it again would duplicate it. A refused first recipient is an error,
+        ``permanent`` when the server's code says so (5xx).
 
-        :raises ChannelError: not open, every recipient refused, or the server failed.
+        :raises ChannelError: not open, the addressee or every recipient refused, or the
+            server failed.
         """
         client = self._require_client()
         try:
@@ -246,6 +249,15 @@ class SmtpSession:
             )
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             raise self._error(exc, "send") from exc
+        addressee = recipients[0] if recipients else None
+        if addressee is not None and addressee in refused:
+            answer = refused[addressee]
+            raise ChannelError(
+                f"SMTP server {self.settings.address} refused the recipient {addressee} "
+                f"({answer.code} {self.settings.redact(answer.message)})",
+                "Check the recipient address; the server will not accept mail for it",
+                permanent=answer.code >= 500,
+            )
         if refused:
             logger.warning(
                 "SMTP server %s refused %s for %s",
@@ -445,6 +457,7 @@ def _session_error(settings: SmtpSender, exc: BaseException, stage: str) -> Chan
         return ChannelError(
             f"SMTP server {where} rejected the message ({reason})",
             "The server's reply says why: often size limits or content filtering",
+            permanent=exc.code >= 500,
         )
     if stage == "login":
         return ChannelError(
@@ -472,6 +485,7 @@ def _refused_error(settings: SmtpSender, exc: BaseException) -> ChannelError:
     return ChannelError(
         f"SMTP server {settings.address} refused the recipient {named}",
         "Check the recipient address; the server will not accept mail for it",
+        permanent=all(item.code >= 500 for item in refusals),
     )
 
 
