@@ -190,12 +190,17 @@ async def test_errors_back_off_and_are_logged_with_the_runtime_key(
     async with open_runtime(config) as runtime:
         runner = runtime.runner("flaky")
         runner.backoff = Backoff(initial=0.01, cap=0.04)
+        adapter = adapter_of(runtime, "flaky")
         with caplog.at_level(logging.ERROR):
             task = asyncio.create_task(runner.run_forever(stopping))
-            await asyncio.sleep(0.4)
+            # Three failed starts take ~0.1 s of backoff; a loaded machine may need more.
+            for _ in range(1000):
+                if adapter.events.count(("start", None)) >= 3:
+                    break
+                await asyncio.sleep(0.01)
             stopping.set()
             await asyncio.wait_for(task, 2)
-        starts = adapter_of(runtime, "flaky").events.count(("start", None))
+        starts = adapter.events.count(("start", None))
 
     assert starts >= 3
     assert runner.backoff.failures == starts
