@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import mimetypes
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,8 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StopRequested(Exception):
+    """SIGTERM came before the runtime installed its own handler (while starting)."""
+
+
+def _stop_requested(signal_number: int, frame: object) -> None:
+    raise StopRequested
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    # Until the runtime takes SIGTERM over (it finishes the message in hand), a
+    # service manager's stop still ends the process cleanly, not with a traceback.
+    signal.signal(signal.SIGTERM, _stop_requested)
     arguments = build_parser().parse_args(argv)
     _configure_logging("DEBUG" if arguments.verbose else arguments.log_level)
     handler: Callable[[argparse.Namespace], int] = arguments.handler
@@ -131,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(error, arguments, EXIT_CONFIG)
     except SpacebotError as error:
         return _fail(error, arguments, EXIT_FAILURE)
+    except StopRequested:
+        log.info("stopped before it had started")
+        return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_FAILURE
 

@@ -2,11 +2,18 @@
 
 IMAP in (one long-lived connection per instance), SMTP out. A message is marked
 ``\\Seen`` only when the runtime acknowledges it, after its replies were accepted.
+
+Mail is fetched in batches, the next while the runtime handles the current one, and
+acknowledged in one ``UID STORE`` per batch (:mod:`.intake`); between rounds the
+instance waits in IMAP IDLE where the server offers it. Replies go out over a small
+pool of SMTP connections, each conversation's in order (:class:`.smtp.SmtpPool`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -22,10 +29,10 @@ from spacebot_email import compose, oauth2, sender_auth
 from spacebot_email import settings as email_settings
 from spacebot_email.diagnosis import check_instance
 from spacebot_email.filters import is_own_address, sender_allowed
-from spacebot_email.imap import FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.imap import IDLE_RENEW_SECS, FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.intake import Intake, Limits, parse_fetched
 from spacebot_email.normalize import to_inbound
-from spacebot_email.parse import parse_mail
-from spacebot_email.smtp import SmtpSender
+from spacebot_email.smtp import SmtpPool, SmtpSender
 
 FAILED_KEYWORD = "$SpacebotFailed"
 HELD_KEYWORD = "$SpacebotHeld"
@@ -50,9 +57,30 @@ class EmailAdapter(Adapter):
     imap: ImapSession | None = attrs.field(default=None, init=False)
     smtp: SmtpSender | None = attrs.field(default=None, init=False)
     more_pending: bool = attrs.field(default=False, init=False)
+    _intake: Intake = attrs.field(init=False, repr=False)
+    _pool: SmtpPool | None = attrs.field(default=None, init=False, repr=False)
+    #: When every folder is due to be searched again (time.monotonic()).
+    _next_full_poll: float = attrs.field(default=0.0, init=False)
+    #: Whether the last wait ended with new mail announced in the folder idled on.
+    _push_only: bool = attrs.field(default=False, init=False)
+    _wait_mode_logged: bool = attrs.field(default=False, init=False)
     _tls_context: ssl.SSLContext | None = attrs.field(default=None, init=False, repr=False)
     _token_source: oauth2.TokenSource | None = attrs.field(default=None, init=False, repr=False)
     _noted_rejections: set[str] = attrs.field(factory=set, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        settings = self.settings
+        self._intake = Intake(
+            connect=self.imap_session,
+            limits=Limits(
+                batch_size=settings.fetch_batch_size,
+                max_body_bytes=settings.max_body_bytes,
+                max_attachment_bytes=settings.max_attachment_bytes,
+            ),
+            skip_keywords=(FAILED_KEYWORD, HELD_KEYWORD),
+            log=self.log,
+        )
 
     @classmethod
     def finalize_settings(cls, settings: Any, runtime_key: str) -> Any:
@@ -125,6 +153,12 @@ class EmailAdapter(Adapter):
             )
         return self.smtp
 
+    def smtp_pool(self) -> SmtpPool:
+        """The SMTP connections replies go out on, kept open between replies."""
+        if self._pool is None:
+            self._pool = SmtpPool(self.smtp_sender(), size=self.settings.smtp_pool_size)
+        return self._pool
+
     @hookimpl
     async def spacebot_start(self) -> None:
         """Log in to IMAP; SMTP connects when there is something to send."""
@@ -138,44 +172,84 @@ class EmailAdapter(Adapter):
 
     @hookimpl
     async def spacebot_stop(self) -> None:
-        """Log out of IMAP."""
+        """Store the acknowledgements still buffered, log out of IMAP, close SMTP."""
+        await self._intake.settle()
+        if self.imap is not None and not self.imap.lost:
+            try:
+                await self._intake.flush()
+            except ChannelError as error:
+                # Kept for the next start; until then that mail is found and recognised.
+                self.log.warning("[%s] could not mark handled mail: %s", self.runtime_key, error)
+        self._intake.reset()
         if self.imap is not None:
             imap, self.imap = self.imap, None
             await imap.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     @hookimpl
     async def spacebot_wait(self) -> None:
-        """Poll again at once while a backlog is being worked through, else sleep."""
+        """Poll again at once while a backlog is being worked through; else store the
+        acknowledgements, then wait in IDLE for new mail where the server offers it,
+        or sleep one poll interval."""
         if self.more_pending:
             return
-        await Adapter.spacebot_wait(self)
+        session = await self.imap_session()
+        await self._intake.flush()
+        if self.settings.idle and session.has_capability("IDLE"):
+            await self._idle(session)
+        else:
+            self._log_wait_mode("polling every %d s", self.settings.poll_interval_secs)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _idle(self, session: ImapSession) -> None:
+        """IDLE on the first folder until new mail comes, the other folders are due, or
+        IDLE must be renewed (see :data:`.imap.IDLE_RENEW_SECS`)."""
+        folders = self.settings.folders
+        period = float(IDLE_RENEW_SECS)
+        if len(folders) > 1:
+            period = min(period, self._next_full_poll - time.monotonic())
+        if period <= 0:
+            return
+        self._log_wait_mode("waiting in IDLE on %s for new mail", folders[0])
+        try:
+            async with session.using(folders[0]):
+                self._push_only = await session.idle(period)
+        except FolderMissingError as error:
+            self.log.error("[%s] %s", self.runtime_key, error)
+            await asyncio.sleep(min(period, self.poll_interval))
+
+    def _log_wait_mode(self, text: str, detail: object) -> None:
+        if not self._wait_mode_logged:
+            self._wait_mode_logged = True
+            self.log.info("[%s] " + text, self.runtime_key, detail)
 
     @hookimpl
     async def spacebot_poll(self) -> list[FetchedMail]:
-        """Unseen mail of every configured folder, in order, at most one batch per poll."""
-        session = await self.imap_session()
-        found: list[FetchedMail] = []
-        self.more_pending = False
-        budget = self.settings.fetch_batch_size
-        for folder in self.settings.folders:
-            try:
-                await session.select(folder)
-            except FolderMissingError as error:
-                self.log.error("[%s] %s", self.runtime_key, error)
-                continue
-            uids = await session.search_unseen(without_keywords=(FAILED_KEYWORD, HELD_KEYWORD))
-            if len(uids) > budget:
-                self.more_pending = True
-            if budget > 0 and uids:
-                found.extend(await session.fetch(uids[:budget]))
-                budget -= min(len(uids), budget)
-        return found
+        """The next batch of unseen mail: at most ``fetch_batch_size`` mails, from every
+        folder in order (after a push in IDLE, from the folder idled on), fetched in the
+        background while the runtime handled the batch before."""
+        folders = () if self._intake.more_pending else self._due_folders()
+        batch = await self._intake.poll(folders)
+        self.more_pending = self._intake.more_pending
+        return batch
+
+    def _due_folders(self) -> list[str]:
+        """Every folder once the poll interval is up; after a push, the folder idled on."""
+        now = time.monotonic()
+        folders = list(self.settings.folders)
+        push_only, self._push_only = self._push_only, False
+        if push_only and now < self._next_full_poll:
+            return folders[:1]
+        self._next_full_poll = now + self.poll_interval
+        return folders
 
     @hookimpl
     def spacebot_normalize_inbound(self, raw: FetchedMail) -> InboundMessage:
         """Parse the raw mail (never raises) into an InboundMessage."""
-        mail = parse_mail(
-            raw.raw,
+        mail = parse_fetched(
+            raw,
             max_body_bytes=self.settings.max_body_bytes,
             max_attachment_bytes=self.settings.max_attachment_bytes,
         )
@@ -192,7 +266,12 @@ class EmailAdapter(Adapter):
         ).as_metadata()
         return attrs.evolve(
             message,
-            metadata={**message.metadata, "uidvalidity": raw.uidvalidity, "sender_auth": verdict},
+            metadata={
+                **message.metadata,
+                "uidvalidity": raw.uidvalidity,
+                "sender_auth": verdict,
+                **({"partial_download": True, "size": raw.size} if raw.partial else {}),
+            },
         )
 
     @hookimpl
@@ -220,7 +299,7 @@ class EmailAdapter(Adapter):
         verdict = metadata.get("sender_auth") or {}
         if self.settings.sender_auth_required and not verdict.get("authenticated"):
             return f"sender not authenticated: {verdict.get('reason', 'no verdict')}"
-        return None
+        return _reply_problem(message)
 
     @hookimpl
     async def spacebot_send(
@@ -250,7 +329,7 @@ class EmailAdapter(Adapter):
         # The bot's own address as a second envelope recipient (no header names it):
         # the copy it receives proves, after a crash, that this reply went out.
         copy = [self.settings.from_address] if self.settings.self_copy else []
-        await self._deliver(mail, [recipient, *copy])
+        await self._deliver(mail, [recipient, *copy], conversation_id=message.conversation_id)
         self.log.info(
             "[%s] replied to %s (%s) as %s",
             self.runtime_key,
@@ -277,10 +356,22 @@ class EmailAdapter(Adapter):
         )
         await self._deliver(mail, [target])
 
-    async def _deliver(self, mail: EmailMessage, recipients: list[str]) -> None:
+    async def _deliver(
+        self, mail: EmailMessage, recipients: list[str], *, conversation_id: str | None = None
+    ) -> None:
+        """Send ``mail``: a reply (``conversation_id`` given) over the pool, after the
+        conversation's earlier replies; a broadcast over a connection of its own."""
         sender = self.smtp_sender()
         sender.ensure_transport_allowed()
-        await sender.send(mail, sender=self.settings.from_address, recipients=recipients)
+        if conversation_id is None:
+            await sender.send(mail, sender=self.settings.from_address, recipients=recipients)
+            return
+        await self.smtp_pool().send(
+            mail,
+            sender=self.settings.from_address,
+            recipients=recipients,
+            order_key=conversation_id,
+        )
 
     @hookimpl
     async def spacebot_confirm_sent(self, message: InboundMessage, delivery_id: str) -> bool:
@@ -291,24 +382,25 @@ class EmailAdapter(Adapter):
             delivery_id, self.settings.from_address, message.conversation_id
         )
         session = await self.imap_session()
-        await session.select("INBOX")
-        found = await session.search_header("Message-ID", reply_id)
+        # using(): a background fetch must not run in INBOX's place (see .intake).
+        async with session.using("INBOX"):
+            found = await session.search_header("Message-ID", reply_id)
         return bool(found)
 
     @hookimpl
     async def spacebot_requeue(self, message_id: str, metadata: dict[str, Any]) -> None:
         """Take the failed and held keywords off a message so that polls find it again."""
         session = await self.imap_session()
-        state = await session.select(metadata["folder"])
-        if state.uidvalidity != metadata.get("uidvalidity"):
-            self.log.warning(
-                "[%s] %s changed UIDVALIDITY; %s is found by a new poll anyway",
-                self.runtime_key,
-                metadata["folder"],
-                message_id,
-            )
-            return
-        await session.remove_flags([metadata["uid"]], f"{FAILED_KEYWORD} {HELD_KEYWORD}")
+        async with session.using(metadata["folder"]) as state:
+            if state.uidvalidity != metadata.get("uidvalidity"):
+                self.log.warning(
+                    "[%s] %s changed UIDVALIDITY; %s is found by a new poll anyway",
+                    self.runtime_key,
+                    metadata["folder"],
+                    message_id,
+                )
+                return
+            await session.remove_flags([metadata["uid"]], f"{FAILED_KEYWORD} {HELD_KEYWORD}")
 
     def _reply_content(
         self, message: InboundMessage, response: AnyResponse
@@ -350,23 +442,55 @@ class EmailAdapter(Adapter):
 
     @hookimpl
     async def spacebot_ack(self, message: InboundMessage, outcome: str) -> None:
-        """Mark handled mail ``\\Seen``; mail the agent gave up on gets a keyword instead."""
-        folder = message.metadata["folder"]
-        session = await self.imap_session()
-        state = session.selected
-        if state is None or state.name != folder:
-            state = await session.select(folder)
-        if state.uidvalidity != message.metadata.get("uidvalidity"):
-            self.log.warning(
-                "[%s] %s changed UIDVALIDITY; %s will be matched by Message-ID",
-                self.runtime_key,
-                folder,
-                message.id,
-            )
-            return
-        await session.add_flags([message.metadata["uid"]], OUTCOME_FLAGS[outcome])
+        """Mark handled mail ``\\Seen`` (mail left for a person: a keyword instead).
+
+        Buffered, and stored for the whole batch in one command before the next fetch,
+        before waiting and at stop (see :mod:`.intake`): called after the message's
+        replies were accepted, so no mail is marked before its own replies went out.
+        """
+        metadata = message.metadata
+        self._intake.ack(
+            metadata["folder"],
+            metadata.get("uidvalidity", 0),
+            metadata["uid"],
+            OUTCOME_FLAGS[outcome],
+        )
 
     @hookimpl
     async def spacebot_check(self) -> list[CheckResult]:
         """Log in, open each folder, check flags can be set, and try SMTP."""
         return await check_instance(self)
+
+
+#: A stand-in for our own address in :func:`_reply_problem`, so that only what came
+#: from outside can make the trial fail (a bad from_address must fail loudly at send).
+_TRIAL_FROM = "spacebot@spacebot.invalid"
+
+
+def _reply_problem(message: InboundMessage) -> str | None:
+    """Why no reply to ``message`` could ever be built, or None (a trial composition).
+
+    A mail whose reply address compose refuses (``"a b"@example.com``) or whose subject
+    never settles (encoded words nested a dozen deep) would fail at every send, and
+    the runtime would retry it before the mail behind it at every poll. Such a mail is
+    ignored instead, with the reason. The trial uses the same headers as
+    :meth:`EmailAdapter.spacebot_send`.
+    """
+    metadata = message.metadata
+    recipient = metadata.get("reply_to") or metadata.get("from") or message.sender_id
+    try:
+        compose.compose_reply(
+            from_address=_TRIAL_FROM,
+            from_name=None,
+            to=recipient,
+            to_name=metadata.get("from_name") if recipient == metadata.get("from") else None,
+            original_subject=metadata.get("subject", ""),
+            original_message_id=message.id,
+            original_references=metadata.get("references", []),
+            text="",
+            message_id=compose.new_message_id(_TRIAL_FROM),
+        )
+    except ChannelError as error:
+        reason = " ".join(str(error.args[0]).split())
+        return f"no reply can be built for it: {reason[:200]}"
+    return None

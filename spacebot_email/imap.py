@@ -14,7 +14,7 @@ import logging
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import aioimaplib
 import attrs
@@ -55,7 +55,7 @@ _FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _UIDNEXT = re.compile(rb"UIDNEXT (\d+)")
 #: Untagged responses that announce new mail in the selected folder (``* 3 EXISTS``).
-_NEW_MAIL = re.compile(rb"^\d+ (?:EXISTS|RECENT)$")
+_NEW_MAIL = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)$")
 _PERMANENT_FLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)")
 _LIST_LINE = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"[^"]*"|NIL) (?P<name>.+)$')
 
@@ -168,7 +168,7 @@ class ImapSession:
         token = await token_source.token() if token_source is not None else None
         client = await _connect(host, port, security, ssl_context, timeout)
         session = cls(client, host, port, username, timeout)
-        client.protocol.conn_lost_cb = session._connection_lost
+        session._watch_untagged()
         try:
             if token is None:
                 response = await client.login(username, password or "")
@@ -197,10 +197,11 @@ class ImapSession:
     async def close(self) -> None:
         """Log out and close the connection; never raises."""
         try:
-            if self.client.get_state() not in ("LOGOUT", "STARTED"):
+            if not self.lost and self.client.get_state() not in ("LOGOUT", "STARTED"):
                 await asyncio.wait_for(self.client.logout(), self.timeout)
         except Exception as error:  # the connection may already be gone
             log.debug("IMAP logout from %s failed: %s", self.host, error)
+        self.lost = True  # closed: no command may follow
         # LOGOUT leaves the socket open, and a TLS close would wait for the peer.
         transport = self.client.protocol.transport if self.client.protocol else None
         if transport is not None:
@@ -210,10 +211,45 @@ class ImapSession:
         """Whether the server announced a capability such as ``IDLE``."""
         return self.client.has_capability(name)
 
+    def _watch_untagged(self) -> None:
+        """Notice new-mail announcements and a lost connection, whatever is running.
+
+        aioimaplib drops an untagged ``EXISTS`` that arrives during a FETCH, STORE or
+        SEARCH ("ignored untagged response"), and the server does not repeat it in a
+        later IDLE: the mail would wait for the next poll. So every untagged line is
+        looked at on its way in, through the protocol object of this one connection.
+        """
+        protocol = self.client.protocol
+        handle = protocol._untagged_response
+
+        def untagged_response(line: bytes):  # type: ignore[no-untyped-def]
+            pending = protocol.pending_sync_command
+            # SELECT's own EXISTS is the folder's size, not news.
+            if (
+                self.selected is not None
+                and _NEW_MAIL.match(line)
+                and (pending is None or pending.name not in ("SELECT", "EXAMINE"))
+            ):
+                self._pushed.add(self.selected.name)
+            return handle(line)
+
+        protocol._untagged_response = untagged_response
+        protocol.conn_lost_cb = self._connection_lost
+
     def _connection_lost(self, error: Exception | None) -> None:
-        """aioimaplib's callback: wake an IDLE wait, which would otherwise sleep on."""
+        """aioimaplib's callback: fail the commands waiting for an answer, and an IDLE.
+
+        aioimaplib leaves them waiting until their timeout (``timeout_secs``), which
+        would delay the reconnect by that long after a server restart.
+        """
         self.lost = True
-        self.client.protocol.idle_queue.put_nowait([b"* BYE connection lost"])
+        protocol = self.client.protocol
+        pending = [protocol.pending_sync_command, *protocol.pending_async_commands.values()]
+        for command in pending:
+            if command is not None and not command._event.is_set():
+                command._exception = aioimaplib.Abort("connection lost")
+                command._event.set()
+        protocol.idle_queue.put_nowait([b"BYE connection lost"])
 
     @contextlib.asynccontextmanager
     async def using(self, folder: str) -> AsyncIterator[FolderState]:
@@ -244,31 +280,28 @@ class ImapSession:
             return False
         return state.uidnext > self._searched_uidnext.get(folder, state.uidnext)
 
-    def _note_new_mail(self, lines: Sequence[bytes | bytearray]) -> None:
-        if self.selected is None:
-            return
-        for line in lines:
-            if type(line) is bytes and _NEW_MAIL.match(line):
-                self._pushed.add(self.selected.name)
-                return
-
     async def _command(self, what: str, call) -> aioimaplib.Response:
+        if self.lost:
+            call.close()  # never started: the connection is gone
+            raise ChannelError(
+                f"IMAP connection to {self.host}:{self.port} was lost before {what}",
+                RECONNECT_HINT,
+            )
         try:
-            response = await asyncio.wait_for(call, self.timeout)
+            return await asyncio.wait_for(call, self.timeout)
         except TimeoutError:
+            self.lost = True  # a command may still be pending: the connection is unusable
             raise ChannelError(
                 f"IMAP server {self.host}:{self.port} did not answer {what} "
                 f"within {self.timeout:g} s",
                 "check the connection; spacebot reconnects by itself",
             ) from None
         except (aioimaplib.AioImapException, OSError) as error:
+            self.lost = True
             raise ChannelError(
                 f"IMAP connection to {self.host}:{self.port} broke during {what}: {error}",
                 RECONNECT_HINT,
             ) from None
-        if not what.startswith("SELECT"):
-            self._note_new_mail(response.lines)
-        return response
 
     async def select(self, folder: str) -> FolderState:
         """Select a folder for reading and flagging.
@@ -286,14 +319,17 @@ class ImapSession:
             )
         uidvalidity = 0
         exists = 0
+        uidnext = 0
         for line in response.lines:
             if isinstance(line, bytes | bytearray):
                 if match := _UIDVALIDITY.search(line):
                     uidvalidity = int(match.group(1))
+                if match := _UIDNEXT.search(line):
+                    uidnext = int(match.group(1))
                 if line.endswith(b" EXISTS"):
                     exists = int(line.split()[0])
         writable = _can_set_seen([bytes(line) for line in response.lines])
-        self.selected = FolderState(folder, uidvalidity, exists, writable)
+        self.selected = FolderState(folder, uidvalidity, exists, writable, uidnext)
         return self.selected
 
     async def list_folders(self) -> list[str]:
@@ -313,6 +349,10 @@ class ImapSession:
         criteria = ["UNSEEN"]
         for keyword in without_keywords:
             criteria += ["UNKEYWORD", keyword]
+        if self.selected is not None:
+            # Announcements from here on are news to this search's caller.
+            self._pushed.discard(self.selected.name)
+            self._searched_uidnext[self.selected.name] = self.selected.uidnext
         return await self._search("UID SEARCH UNSEEN", criteria)
 
     async def search_header(self, name: str, value: str) -> list[int]:
@@ -339,7 +379,7 @@ class ImapSession:
         if not uids:
             return {}
         response = await self._command(
-            "UID FETCH RFC822.SIZE", self.client.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)")
+            "UID FETCH RFC822.SIZE", self._uid_fetch(uid_set(uids), "(UID RFC822.SIZE)")
         )
         sizes: dict[int, int] = {}
         for line in response.lines:
@@ -350,32 +390,62 @@ class ImapSession:
         return sizes
 
     async def fetch(self, uids: Sequence[int]) -> list[FetchedMail]:
-        """The raw bytes and flags of the given UIDs of the selected folder."""
+        """The raw bytes and flags of the given UIDs of the selected folder.
+
+        One command for all of them: keep ``uids`` to about 100 (aioimaplib takes time
+        that grows with the square of the response's lines).
+        """
         if not uids or self.selected is None:
             return []
         response = await self._command(
             "UID FETCH BODY.PEEK[]",
-            self.client.uid("fetch", uid_set(uids), "(UID FLAGS BODY.PEEK[])"),
+            self._uid_fetch(uid_set(uids), "(UID FLAGS BODY.PEEK[])"),
         )
         return list(_parse_fetch(response.lines, self.selected))
+
+    async def fetch_partial(self, uids: Sequence[int], max_bytes: int) -> list[FetchedMail]:
+        """The first ``max_bytes`` of each message (headers, then the start of the body).
+
+        For messages over the size limit: they are never downloaded whole. The result
+        is marked ``partial``, with the whole message's size.
+        """
+        if not uids or self.selected is None:
+            return []
+        response = await self._command(
+            "UID FETCH BODY.PEEK[]<partial>",
+            self._uid_fetch(uid_set(uids), f"(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)"),
+        )
+        return list(_parse_fetch(response.lines, self.selected, partial=True))
+
+    async def _uid_fetch(self, message_set: str, items: str) -> aioimaplib.Response:
+        """``UID FETCH`` through :class:`_FetchCommand` (its timeout is ``_command``'s)."""
+        protocol = self.client.protocol
+        if protocol.state != "SELECTED":
+            raise aioimaplib.Abort(f"command UID FETCH illegal in state {protocol.state}")
+        command = _FetchCommand(
+            protocol.new_tag(), message_set, items, prefix="UID", loop=protocol.loop
+        )
+        return await protocol.execute(command)
 
     async def add_flags(self, uids: Sequence[int], flags: str) -> None:
         """Add flags (``\\Seen``, a keyword) to UIDs of the selected folder.
 
+        Many UIDs go in one command (runs collapsed: ``1:500``), split only where the
+        command line would grow too long.
+
         :raises ChannelError: the server refused (a read-only mailbox, for instance).
         """
-        if not uids:
-            return
-        response = await self._command(
-            f"UID STORE {flags}",
-            self.client.uid("store", uid_set(uids), f"+FLAGS.SILENT ({flags})"),
-        )
-        if response.result != "OK":
-            folder = self.selected.name if self.selected else "?"
-            raise ChannelError(
-                f"the server refused to set {flags} in '{folder}' ({_server_text(response)})",
-                FLAGS_HINT,
+        for part in uid_sets(uids):
+            response = await self._command(
+                f"UID STORE {flags}",
+                self.client.uid("store", part, f"+FLAGS.SILENT ({flags})"),
             )
+            if response.result != "OK":
+                folder = self.selected.name if self.selected else "?"
+                raise ChannelError(
+                    f"the server refused to set {flags} in '{folder}' ({_server_text(response)})",
+                    FLAGS_HINT,
+                )
 
     async def remove_flags(self, uids: Sequence[int], flags: str) -> None:
         """Take flags (keywords) off UIDs of the selected folder."""
@@ -405,8 +475,156 @@ class ImapSession:
         """Ask the server for news; proves the connection is alive."""
         await self._command("NOOP", self.client.noop())
 
+    async def idle(self, timeout: float) -> bool:
+        """Wait in IDLE on the selected folder until the server announces new mail.
 
-def _parse_fetch(lines: Sequence[bytes | bytearray], folder: FolderState) -> Iterable[FetchedMail]:
+        Returns at once when news came before (see :meth:`has_new_mail`). Ends IDLE
+        with ``DONE`` however the wait ends, a cancellation included, so that the
+        connection can take commands again.
+
+        :param timeout: the longest wait in seconds; keep it under
+            :data:`IDLE_RENEW_SECS`.
+        :return: True when new mail was announced, False when ``timeout`` passed.
+        :raises ChannelError: the server refused IDLE or the connection broke.
+        """
+        _raise_if_cancelled()
+        if self.lost:
+            raise ChannelError(f"IMAP connection to {self.host}:{self.port} is closed")
+        if self.selected is None:
+            raise ChannelError("IDLE needs a selected folder")
+        folder = self.selected.name
+        self._drain_idle_queue()
+        if self.has_new_mail(folder):
+            return True
+        starting = asyncio.ensure_future(self.client.idle_start(timeout))
+        try:
+            idling = await asyncio.wait_for(asyncio.shield(starting), self.timeout)
+        except asyncio.CancelledError:
+            await self._abandon_idle(starting)
+            raise
+        except (TimeoutError, aioimaplib.AioImapException, OSError) as error:
+            self.lost = True  # IDLE may or may not be running: the connection is unusable
+            starting.cancel()
+            raise ChannelError(
+                f"IMAP server {self.host}:{self.port} did not start IDLE in '{folder}'"
+                f" ({error or type(error).__name__})",
+                RECONNECT_HINT,
+            ) from None
+        try:
+            _raise_if_cancelled()
+            pushed = await self._wait_for_push(folder, timeout)
+        except BaseException:
+            await self._end_idle(idling, quietly=True)
+            raise
+        await self._end_idle(idling)
+        return pushed
+
+    async def _wait_for_push(self, folder: str, timeout: float) -> bool:
+        """Read what the server sends during IDLE until new mail, time up, or a break."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            # aioimaplib's own timer ends the wait at ``timeout``; the margin only
+            # guards against that timer never firing.
+            remaining = max(0.0, deadline - loop.time()) + self.timeout
+            try:
+                lines = await self.client.wait_server_push(remaining)
+            except TimeoutError:
+                return False
+            _raise_if_cancelled()
+            if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                return False
+            if self.lost or any(bytes(line).startswith(b"BYE") for line in lines):
+                self.lost = True
+                raise ChannelError(
+                    f"IMAP server {self.host}:{self.port} closed the connection during IDLE",
+                    RECONNECT_HINT,
+                )
+            if folder in self._pushed:
+                return True
+
+    async def _abandon_idle(self, starting: asyncio.Future) -> None:
+        """Cancelled while IDLE was starting: the command may be out, so end it, or a
+        LOGOUT after it would wait for an IDLE that never ends."""
+        try:
+            idling = await asyncio.wait_for(asyncio.shield(starting), self.timeout)
+        except Exception:  # it did not start, or the connection is gone
+            self.lost = True
+            starting.cancel()
+            return
+        await self._end_idle(idling, quietly=True)
+
+    async def _end_idle(self, idling: asyncio.Future, *, quietly: bool = False) -> None:
+        """Send ``DONE`` and wait for the server to end IDLE.
+
+        :param quietly: on the way out of an error or a cancellation: never raise.
+        """
+        if not idling.done() and not self.lost:
+            self.client.idle_done()
+            try:
+                await asyncio.wait_for(asyncio.shield(idling), self.timeout)
+            except (TimeoutError, aioimaplib.AioImapException, OSError) as error:
+                if not quietly:
+                    raise ChannelError(
+                        f"IMAP server {self.host}:{self.port} did not end IDLE ({error!r})",
+                        RECONNECT_HINT,
+                    ) from None
+        if not idling.done():
+            idling.cancel()
+        elif not idling.cancelled() and idling.exception() is not None and not quietly:
+            raise ChannelError(
+                f"IDLE failed on {self.host}:{self.port} ({idling.exception()})", RECONNECT_HINT
+            )
+
+    def _drain_idle_queue(self) -> None:
+        """Forget what an earlier IDLE left queued; new mail is tracked separately."""
+        queue = self.client.protocol.idle_queue
+        while not queue.empty():
+            queue.get_nowait()
+
+
+class _FetchCommand(aioimaplib.aioimaplib.FetchCommand):
+    """aioimaplib's FETCH command, with its end-of-message check in constant time.
+
+    aioimaplib asks after every line whether the last message's parentheses are
+    closed, by joining and scanning every line since that message's start: with many
+    lines that grows with their square. This keeps a running count instead. It has no
+    inactivity timer of its own (one per line is a cost too): :meth:`ImapSession._command`
+    bounds the whole command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open_parentheses = 0
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        """Keep the line; count its parentheses (literals arrive as bytearray)."""
+        super().append_to_resp(line, result)
+        if type(line) is bytes:
+            if self.FETCH_MESSAGE_DATA_RE.match(line):
+                self._open_parentheses = 0
+            self._open_parentheses += line.count(b"(") - line.count(b")")
+
+    def wait_data(self) -> bool:
+        """Whether the current message's FETCH response continues on the next line."""
+        return self._open_parentheses != 0
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the cancellation that Python 3.11's ``wait_for`` may have swallowed.
+
+    When a command's answer and a cancellation arrive together, ``wait_for`` returns
+    the answer and the cancellation is lost; an IDLE begun after that would outlive
+    the task that was told to stop, and block the LOGOUT behind it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _parse_fetch(
+    lines: Sequence[bytes | bytearray], folder: FolderState, *, partial: bool = False
+) -> Iterable[FetchedMail]:
     """FETCH responses with a literal: ``N FETCH (UID u FLAGS (...) BODY[] {n}``, data, ``)``.
 
     Servers order the items as they like (FLAGS may follow the literal), and may slip in
@@ -429,7 +647,16 @@ def _parse_fetch(lines: Sequence[bytes | bytearray], folder: FolderState) -> Ite
             continue
         flags = _FLAGS.search(items)
         flag_names = tuple(flags.group(1).decode().split()) if flags else ()
-        yield FetchedMail(folder.name, folder.uidvalidity, int(uid.group(1)), flag_names, raw)
+        size = _SIZE.search(items)
+        yield FetchedMail(
+            folder.name,
+            folder.uidvalidity,
+            int(uid.group(1)),
+            flag_names,
+            raw,
+            size=int(size.group(1)) if size else len(raw),
+            partial=partial,
+        )
 
 
 def _quote_search(value: str) -> str:

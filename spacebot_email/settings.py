@@ -101,12 +101,16 @@ class EmailSettings:
     folders: list[str] = attrs.Factory(lambda: ["INBOX"])
     allowed_senders: list[str] = attrs.Factory(list)
     filter_auto_generated: bool = True
-    strip_quoted: bool = True
     max_body_bytes: int = 102400
     max_attachment_bytes: int = 10485760
     self_copy: bool = True
     timeout_secs: float = 30.0
     fetch_batch_size: int = 50
+    strip_quoted: bool = True
+    #: Wait in IMAP IDLE on the first folder when the server offers it (else poll).
+    idle: bool = True
+    #: SMTP connections kept open and used at once for replies.
+    smtp_pool_size: int = 2
     sender_auth: Literal["auto", "on", "off"] = "auto"
     trusted_authserv_id: str | None = None
     imap_auth: Literal["password", "xoauth2"] = "password"
@@ -294,7 +298,7 @@ def _check_plaintext(settings: EmailSettings) -> None:
 
 
 def _check_limits(settings: EmailSettings) -> None:
-    for key in ("max_body_bytes", "max_attachment_bytes", "fetch_batch_size"):
+    for key in ("max_body_bytes", "max_attachment_bytes", "fetch_batch_size", "smtp_pool_size"):
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{key}: must be greater than 0")
     if settings.timeout_secs <= 0:

@@ -659,9 +659,12 @@ passdb {{
 """
 
 # Measured with Dovecot 2.3.19: "auth" mode sends GET with "Authorization: Bearer
-# <token>"; the user is taken from "username" (the default attribute is "email");
-# and with active_attribute/active_value a token is refused unless the answer says
-# "active": true, not only when it says false.
+# <token>"; the user is taken from "username" (the default attribute is "email") and
+# must be the login name ("Username ... did not match"). A token is refused only when
+# the answer says "active": false: an answer without "active" lets the user in, even
+# with active_attribute = active and active_value = true, so the token service must
+# always say it. A refusal is a "+ <base64 JSON>" challenge, then NO after the
+# client's empty response, about half a second later.
 _OAUTH2_PASSDB = """\
 passdb {{
   driver = oauth2
@@ -673,8 +676,6 @@ _OAUTH2_SETTINGS = """\
 introspection_mode = auth
 introspection_url = {introspection_url}
 username_attribute = username
-active_attribute = active
-active_value = true
 """
 
 _CONFIG_TEMPLATE = """\

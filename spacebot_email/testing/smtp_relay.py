@@ -3,7 +3,8 @@
 `SmtpRelay` is an aiosmtpd server, run in a thread of its own by aiosmtpd's
 `Controller`, so async tests can talk to it from their event loop. It offers the shapes
 a mail provider does: plain, STARTTLS (optionally required) or implicit TLS (port 465
-style), and AUTH PLAIN/LOGIN checked against a table of logins. Every message it accepts
+style), AUTH PLAIN/LOGIN checked against a table of logins, and AUTH XOAUTH2 checked by a
+token checker (such as `TokenService.is_valid`). Every message it accepts
 is recorded as a `RelayedMessage` and handed to a ``deliver`` callable, typically
 `DovecotServer.deliver`, so a reply can be read back from the recipient's mailbox.
 """
@@ -11,10 +12,13 @@ is recorded as a `RelayedMessage` and handed to a ``deliver`` callable, typicall
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
+import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -76,6 +80,9 @@ class SmtpRelay:
         STARTTLS (only with ``tls="starttls"``).
     :param credentials: login to password; when given, AUTH PLAIN/LOGIN is required
         before MAIL, and a wrong password gets ``535``.
+    :param token_checker: when given, AUTH XOAUTH2 is offered (and AUTH required) and a
+        login is accepted when ``token_checker(login, token)`` is true; a refused token
+        gets the error challenge and ``535``, as Gmail answers.
     :param auth_require_tls: refuse AUTH before STARTTLS (aiosmtpd's ``538``); set
         False to test plaintext AUTH on loopback. Implicit TLS is always encrypted.
     :param host: the address to listen on.
@@ -91,6 +98,7 @@ class SmtpRelay:
         tls: TlsMode = "starttls",
         require_starttls: bool = False,
         credentials: Mapping[str, str] | None = None,
+        token_checker: Callable[[str, str], bool] | None = None,
         auth_require_tls: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -105,6 +113,7 @@ class SmtpRelay:
         self.tls: TlsMode = tls
         self.require_starttls = require_starttls
         self.credentials: dict[str, str] = dict(credentials or {})
+        self.token_checker = token_checker
         self.auth_require_tls = auth_require_tls
         self.host = host
         self.port = port or free_port(host)
@@ -126,8 +135,9 @@ class SmtpRelay:
         """Listen on `port` and wait until the server answers."""
         if self._controller is not None:
             raise RuntimeError("the SMTP relay is already running")
+        handler = _RelayHandler(self) if self.token_checker is None else _OAuth2Handler(self)
         controller = Controller(
-            _RelayHandler(self),
+            handler,
             hostname=self.host,
             port=self.port,
             ready_timeout=timeout,
@@ -168,7 +178,7 @@ class SmtpRelay:
             # aiosmtpd counts only STARTTLS as encryption; implicit TLS already is.
             "auth_require_tls": self.auth_require_tls and self.tls != "implicit",
         }
-        if self.credentials:
+        if self.credentials or self.token_checker is not None:
             options["authenticator"] = self._authenticate
             options["auth_required"] = True
         return options
@@ -237,6 +247,44 @@ class _RelayHandler:
         if not delivered:
             return "451 4.3.0 Delivery failed, try again later"
         return "250 2.0.0 Message accepted for delivery"
+
+
+class _OAuth2Handler(_RelayHandler):
+    """The relay's handler with AUTH XOAUTH2 (aiosmtpd finds ``auth_<MECHANISM>``)."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """Check ``user=...^Aauth=Bearer <token>^A^A`` with the relay's token checker."""
+        checker = self._relay.token_checker
+        assert checker is not None
+        if len(args) > 1:
+            blob = args[1].encode()
+        else:  # no initial response: ask for it with an empty challenge
+            answer = await server.challenge_auth("")
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = base64.b64encode(answer)
+        login, token = _read_xoauth2(blob)
+        if login and token and checker(login, token):
+            return AuthResult(success=True, auth_data=login)
+        log.info("smtp relay: AUTH XOAUTH2 refused for %s", login or "?")
+        # Gmail's way: a 334 error challenge, the client's empty line, then 535. Without
+        # a message here aiosmtpd would send nothing and the client would wait.
+        error = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+        await server.challenge_auth(json.dumps(error))
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
+        )
+
+
+def _read_xoauth2(blob: bytes) -> tuple[str, str]:
+    """The login and bearer token of an XOAUTH2 initial response; empty when malformed."""
+    try:
+        text = base64.b64decode(blob, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    fields = dict(item.partition("=")[::2] for item in text.split("\x01") if item)
+    scheme, _, token = fields.get("auth", "").partition(" ")
+    return fields.get("user", ""), token if scheme.lower() == "bearer" else ""
 
 
 def _is_encrypted(server: SMTP, session: Session) -> bool:
