@@ -76,6 +76,10 @@ async def serve(routes: list[tuple[int, str, int]], delay: float) -> None:
     await stopped.wait()
     for server in servers:
         server.close()
+    # Connections still open end with the process, without a traceback each.
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.cancel()
+    await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}), return_exceptions=True)
 
 
 def _route(text: str) -> tuple[int, str, int]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import signal
 import time
-import warnings
 from typing import IO, Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--log", required=True)
     arguments = parser.parse_args()
     # aiosmtpd's own deprecation notice, once per login: not the bench's business.
-    warnings.filterwarnings("ignore", "Session.login_data is deprecated")
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
     asyncio.run(serve(arguments.port, arguments.log))
 
 

@@ -213,10 +213,15 @@ SCENARIOS = {"backlog": backlog, "plain": plain, "ingest": ingest, "latency": la
 
 
 def peak_rss_mb() -> float:
-    """The peak resident memory of this process (and of any child it waited for), in MB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024
+    """The peak resident memory of this process since it started, in MB.
+
+    ``VmHWM``, not ``getrusage``: Linux carries ``ru_maxrss`` over ``exec``, so a
+    worker would report at least the RSS its (larger) parent had when it forked.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
