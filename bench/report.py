@@ -3,6 +3,7 @@ same run, then notes."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -45,10 +46,8 @@ class Row:
     @classmethod
     def latency(cls, what: str, latencies: list[float]) -> Row:
         """p50 and p95 of a list of seconds."""
-        ordered = sorted(latencies)
-        p50 = ordered[len(ordered) // 2]
-        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-        return cls(what, f"{len(ordered)}", "", f"p50 {p50:.2f} s, p95 {p95:.2f} s")
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        return cls(what, f"{len(latencies)}", "", f"p50 {p50:.2f} s, p95 {p95:.2f} s")
 
     @classmethod
     def memory(cls, what: str, result: dict[str, Any]) -> Row:
@@ -61,6 +60,13 @@ class Row:
             "",
             f"{result['peak_rss_mb']:.0f}",
         )
+
+
+def percentile(values: list[float], percent: float) -> float:
+    """The value below which ``percent`` of ``values`` lie (nearest rank)."""
+    ordered = sorted(values)
+    rank = math.ceil(percent / 100 * len(ordered))
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 HEADINGS = ("measurement", "mails", "s", "mails/s (or latency)", "vs", "peak RSS MB")
