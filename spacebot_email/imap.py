@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import ssl
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -54,6 +55,8 @@ _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _UIDNEXT = re.compile(rb"UIDNEXT (\d+)")
+_SEARCH_LINE = re.compile(rb"^(?:SEARCH)?[\d ]*$")
+_NUMBER = re.compile(rb"\d+")
 #: Untagged responses that announce new mail in the selected folder (``* 3 EXISTS``).
 _NEW_MAIL = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)$")
 _PERMANENT_FLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)")
@@ -341,7 +344,7 @@ class ImapSession:
                 names.append(decode_folder_name(match.group("name").decode().strip('"')))
         return names
 
-    async def search_unseen(self, without_keywords: Sequence[str] = ()) -> list[int]:
+    async def search_unseen(self, without_keywords: Sequence[str] = ()) -> array[int]:
         """UIDs of the selected folder's messages without ``\\Seen``, oldest first.
 
         :param without_keywords: also leave out messages carrying any of these keywords.
@@ -355,24 +358,25 @@ class ImapSession:
             self._searched_uidnext[self.selected.name] = self.selected.uidnext
         return await self._search("UID SEARCH UNSEEN", criteria)
 
-    async def search_header(self, name: str, value: str) -> list[int]:
+    async def search_header(self, name: str, value: str) -> array[int]:
         """UIDs of the selected folder's messages whose header ``name`` contains ``value``."""
         return await self._search(
             f"UID SEARCH HEADER {name}", ["HEADER", name, _quote_search(value)]
         )
 
-    async def _search(self, what: str, criteria: list[str]) -> list[int]:
+    async def _search(self, what: str, criteria: list[str]) -> array[int]:
+        """The UIDs found, ascending, as an array of 4-byte numbers: a search finding
+        50,000 mails then holds 200 KB, where a list of ints holds 4 MB."""
         response = await self._command(what, self.client.uid_search(*criteria, charset=None))
         # aioimaplib hands over the untagged "* SEARCH 1 2 3" as b"1 2 3"; the last
         # line is the tagged completion text.
-        uids: list[int] = []
+        uids = array("I")
         for line in response.lines[:-1]:
-            tokens = bytes(line).split()
-            if tokens and tokens[0] == b"SEARCH":
-                tokens = tokens[1:]
-            if all(token.isdigit() for token in tokens):
-                uids.extend(int(token) for token in tokens)
-        return sorted(uids)
+            if _SEARCH_LINE.match(line):
+                uids.extend(int(number.group()) for number in _NUMBER.finditer(line))
+        if any(uids[index] > uids[index + 1] for index in range(len(uids) - 1)):
+            uids = array("I", sorted(uids))
+        return uids
 
     async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """Each UID's size in bytes, without downloading bodies."""
