@@ -37,6 +37,12 @@ DEFAULT_AGENT_ID = "main"
 DEFAULT_AGENT_KIND = "echo"
 
 
+def _at_least_one(_instance: object, attribute: attrs.Attribute, value: int) -> None:
+    """An attrs validator: counts such as ``max_in_flight`` cannot be below 1."""
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be 1 or more (it is {value})")
+
+
 @attrs.frozen
 class RuntimeSettings:
     """The ``[runtime]`` table."""
@@ -49,6 +55,8 @@ class RuntimeSettings:
     shutdown_grace_secs: float = 10.0
     max_replies_per_sender_per_hour: int = 20
     max_replies_per_thread_per_hour: int = 10
+    #: How many messages of one instance are handled at once (1: one after the other).
+    max_in_flight: int = attrs.field(default=16, validator=_at_least_one)
 
 
 @attrs.frozen

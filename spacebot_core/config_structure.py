@@ -128,6 +128,8 @@ def _describe(error: BaseException, wanted: type | None) -> str:
         return "is required"
     if isinstance(error, _WrongType):
         return str(error)
+    if isinstance(error, ValueError) and str(error):
+        return str(error)  # an attrs validator's message, which names the key
     choices = _literal_choices(wanted)
     if choices:
         return "must be one of " + ", ".join(f'"{choice}"' for choice in choices)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +26,7 @@ from spacebot_core.store import (
     PlannedReply,
     StateStore,
 )
-from spacebot_core.types import InboundMessage
+from spacebot_core.types import HistoryEntry, InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +78,54 @@ class InstanceRunner:
             await self.start()
         handled = 0
         for batch in await self.hooks.call_async("spacebot_poll"):
-            for raw in batch:
-                if stopping is not None and stopping.is_set():
-                    return handled
-                await self.handle(raw)
-                handled += 1
+            handled += await self._handle_batch(batch, stopping)
         return handled
+
+    async def _handle_batch(self, batch: Sequence[Any], stopping: asyncio.Event | None) -> int:
+        """Handle up to ``max_in_flight`` items of one batch at once.
+
+        Messages of one conversation, and of one sender, are handled one after the
+        other, in the order the channel gave them, so that a conversation's history and
+        replies stay in order and the reply caps count every reply before the next.
+        Other messages overlap, so one slow agent or send does not hold up the rest.
+        Once ``stopping`` is set no new message is started; those in hand finish.
+        """
+        slots = asyncio.Semaphore(self.settings.max_in_flight)
+        last_task_of: dict[tuple[str, str], asyncio.Task[None]] = {}
+        tasks: list[asyncio.Task[None]] = []
+        for raw in batch:
+            if stopping is not None and stopping.is_set():
+                break
+            message = self._normalize(raw)
+            if message is None:
+                continue
+            keys = (("conversation", message.conversation_id), ("sender", message.sender_id))
+            before = [last_task_of[key] for key in keys if key in last_task_of]
+            task = asyncio.create_task(self._handle_after(message, before, slots, stopping))
+            tasks.append(task)
+            last_task_of.update(dict.fromkeys(keys, task))
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            raise errors[0]  # the channel is down: the instance backs off
+        return len(tasks)
+
+    async def _handle_after(
+        self,
+        message: InboundMessage,
+        before: list[asyncio.Task[None]],
+        slots: asyncio.Semaphore,
+        stopping: asyncio.Event | None,
+    ) -> None:
+        """Handle ``message`` once the tasks ``before`` it are done and a slot is free."""
+        if before:
+            await asyncio.wait(before)
+            if any(task.cancelled() or task.exception() for task in before):
+                return  # an earlier message in its conversation is still to be answered
+        async with slots:
+            if stopping is not None and stopping.is_set():
+                return
+            await self._handle_message(message)
 
     async def run_forever(self, stopping: asyncio.Event) -> None:
         """Cycle until ``stopping`` is set; errors back off exponentially, capped."""
@@ -110,8 +154,11 @@ class InstanceRunner:
     async def handle(self, raw: Any) -> None:
         """Take one raw item through to its acknowledgement."""
         message = self._normalize(raw)
-        if message is None:
-            return
+        if message is not None:
+            await self._handle_message(message)
+
+    async def _handle_message(self, message: InboundMessage) -> None:
+        """Take one normalized message through to its acknowledgement."""
         record = self.store.record_received(message)
         if record.state in (ANSWERED, IGNORED, FAILED, HELD):
             # Decided before; a crash may have come between the store and the channel.
@@ -228,6 +275,7 @@ class InstanceRunner:
             return self.store.planned_replies(message)
         agent = self.router.agent_for(self.channel, self.runtime_key)
         history = self.store.history(message.conversation_id)
+        history = await self._with_thread_history(message, history)
         try:
             responses = await asyncio.wait_for(
                 agent.respond(message, history), timeout=self.settings.agent_timeout_secs
@@ -236,6 +284,34 @@ class InstanceRunner:
             await self._agent_failed(message, agent.agent_id, error)
             return None
         return self.store.plan_replies(message, list(responses))
+
+    async def _with_thread_history(
+        self, message: InboundMessage, history: list[HistoryEntry]
+    ) -> list[HistoryEntry]:
+        """The store's history with the earlier messages the channel found itself
+        (``spacebot_thread_history``), in one list, oldest first.
+
+        The store's entries keep their order; the channel's are merged in by time
+        (before a store entry of the same time). A failure costs the agent that
+        context only: the message is answered with the store's history.
+        """
+        try:
+            results = await self.hooks.call_async(
+                "spacebot_thread_history", message=message, known=history
+            )
+        except Exception as error:
+            log.warning(
+                "[%s] earlier messages of %s's conversation could not be read (%s); "
+                "answering with the stored history",
+                self.runtime_key,
+                message.id,
+                error,
+            )
+            return history
+        found = sorted((entry for entries in results if entries for entry in entries), key=_time_of)
+        if not found:
+            return history
+        return list(heapq.merge(found, history, key=_time_of))
 
     def _retry_delay(self, message: InboundMessage) -> float:
         """Seconds before the next attempt: doubling from retry_backoff_secs, capped."""
@@ -287,6 +363,12 @@ class InstanceRunner:
 
     async def _ack(self, message: InboundMessage, outcome: str) -> None:
         await self.hooks.call_async("spacebot_ack", message=message, outcome=outcome)
+
+
+def _time_of(entry: HistoryEntry) -> datetime:
+    """An entry's time for ordering; a time without a zone is taken as UTC."""
+    stamp = entry.timestamp
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 async def _until_either(awaitable: Any, stopping: asyncio.Event) -> None:

@@ -462,33 +462,22 @@ class EmailAdapter(Adapter):
         return await check_instance(self)
 
 
-#: A stand-in for our own address in :func:`_reply_problem`, so that only what came
-#: from outside can make the trial fail (a bad from_address must fail loudly at send).
-_TRIAL_FROM = "spacebot@spacebot.invalid"
-
-
 def _reply_problem(message: InboundMessage) -> str | None:
-    """Why no reply to ``message`` could ever be built, or None (a trial composition).
+    """Why no reply to ``message`` could ever be built, or None.
 
     A mail whose reply address compose refuses (``"a b"@example.com``) or whose subject
     never settles (encoded words nested a dozen deep) would fail at every send, and
     the runtime would retry it before the mail behind it at every poll. Such a mail is
-    ignored instead, with the reason. The trial uses the same headers as
-    :meth:`EmailAdapter.spacebot_send`.
+    ignored instead, with the reason. The check uses the values
+    :meth:`EmailAdapter.spacebot_send` uses, and compose remembers them for it.
     """
     metadata = message.metadata
     recipient = metadata.get("reply_to") or metadata.get("from") or message.sender_id
     try:
-        compose.compose_reply(
-            from_address=_TRIAL_FROM,
-            from_name=None,
+        compose.check_reply(
             to=recipient,
             to_name=metadata.get("from_name") if recipient == metadata.get("from") else None,
             original_subject=metadata.get("subject", ""),
-            original_message_id=message.id,
-            original_references=metadata.get("references", []),
-            text="",
-            message_id=compose.new_message_id(_TRIAL_FROM),
         )
     except ChannelError as error:
         reason = " ".join(str(error.args[0]).split())

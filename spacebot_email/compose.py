@@ -13,6 +13,7 @@ then checks the folded form of every header before the message leaves this modul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -118,6 +119,20 @@ def compose_reply(
     return message
 
 
+def check_reply(*, to: str, to_name: str | None, original_subject: str) -> None:
+    """Refuse, as :func:`compose_reply` would, a reply whose inbound values are unusable.
+
+    What can make a reply impossible comes from the mail being answered: its reply
+    address and its subject. Checking them costs what composing costs, and the checked
+    values are remembered, so the reply composed later reuses the work.
+
+    :raises ChannelError: the address is not a plain address, or the subject would be
+        unsafe in a header.
+    """
+    _mailbox(to, to_name, "recipient")
+    _settled_subject(reply_subject(original_subject))
+
+
 def compose_message(
     *,
     from_address: str,
@@ -188,6 +203,7 @@ def reply_references(original_references: Sequence[str], original_message_id: st
     return chain
 
 
+@functools.lru_cache(maxsize=4096)
 def is_message_id(value: str) -> bool:
     """Whether ``value`` is a strict msg-id: ``<left@right>``, no space or control.
 
@@ -242,7 +258,7 @@ def _start_message(
     message = EmailMessage(policy=SMTP)
     _set_header(message, "From", _mailbox(from_address, from_name, "from_address"))
     _set_header(message, "To", _mailbox(to, to_name, "recipient"))
-    _set_header(message, "Subject", _settle(subject, _read_unstructured))
+    _set_header(message, "Subject", _settled_subject(subject))
     _set_header(message, "Date", _utc(date))
     _set_header(message, "Message-ID", message_id)
     return message
@@ -284,8 +300,13 @@ def _attach(message: EmailMessage, attachment: OutgoingFile) -> None:
     message.attach(part)
 
 
+@functools.lru_cache(maxsize=1024)
 def _mailbox(address: str, name: str | None, role: str) -> Address:
-    """An Address whose display name and address read back exactly as given."""
+    """An Address whose display name and address read back exactly as given.
+
+    Remembered (it is pure, and an Address is immutable): the bot's own From is the
+    same on every reply, and a reply checked by :func:`check_reply` is composed soon after.
+    """
     addr = _addr_spec(address, role)
     if _read_mailbox("", addr) != ("", addr):
         raise _bad_address(address, role)
@@ -355,6 +376,12 @@ def _read_filename(value: str) -> str | None:
     part.add_header("Content-Disposition", "attachment", filename=value)
     parsed = _on_the_wire("Content-Disposition", part["Content-Disposition"])
     return parsed.get_filename() if parsed is not None else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _settled_subject(subject: str) -> str:
+    """``subject`` settled for the Subject header (see :func:`_settle`); remembered."""
+    return _settle(subject, _read_unstructured)
 
 
 def _settle(value: str, read_back: Callable[[str], str | None]) -> str:
