@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.concurrent_runner import ConcurrentRunner
 from bench.plain import answer_plainly
 from spacebot_core.config import load_config
 from spacebot_core.plugins import load_plugins
@@ -60,6 +59,7 @@ fetch_batch_size = {spec.get("batch_size", 50)}
 state_dir = "{state / "store"}"
 max_replies_per_sender_per_hour = 1000000
 max_replies_per_thread_per_hour = 1000000
+max_in_flight = {spec.get("in_flight", 16)}
 """
     )
     return path
@@ -73,14 +73,9 @@ def _runtime(spec: dict[str, Any]) -> tuple[Runtime, StateStore]:
 
 
 async def backlog(spec: dict[str, Any]) -> dict[str, Any]:
-    """Answer the backlog end to end with spacebot's runtime (or the proposed runner)."""
+    """Answer the backlog end to end with spacebot's runtime."""
     runtime, store = _runtime(spec)
     runner = runtime.runners[0]
-    if spec.get("runner") == "concurrent":
-        runner = ConcurrentRunner.replacing(runner, spec["in_flight"])
-    if spec.get("fast_store"):
-        # The proposed store setting: WAL commits without an fsync each (see RESULTS.md).
-        store.connection.execute("PRAGMA synchronous=NORMAL")
     adapter = runner.hooks.adapter
     limit = spec["limit"]
     started = time.perf_counter()

@@ -2,7 +2,8 @@
 
 An expected failure (a wrong config, an unreachable server, a wrong password) prints
 one line that says what went wrong and what to do, and no traceback; ``-v`` adds the
-detail. A config error exits with status 2, before anything connects.
+detail, and ``--trace`` the IMAP and SMTP exchanges. A config error exits with status 2,
+before anything connects.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def _common_options() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="log at DEBUG level and show the detail of errors",
     )
+    common.add_argument(
+        "--trace",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="with -v, also log the IMAP and SMTP exchanges (they hold whole mails)",
+    )
     return common
 
 
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Connect agents to chat channels such as email.",
         parents=[_common_options()],
     )
-    parser.set_defaults(config=None, log_level="INFO", verbose=False)
+    parser.set_defaults(config=None, log_level="INFO", verbose=False, trace=False)
     common = _common_options()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -135,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # service manager's stop still ends the process cleanly, not with a traceback.
     signal.signal(signal.SIGTERM, _stop_requested)
     arguments = build_parser().parse_args(argv)
-    _configure_logging("DEBUG" if arguments.verbose else arguments.log_level)
+    _configure_logging(
+        "DEBUG" if arguments.verbose or arguments.trace else arguments.log_level,
+        trace=arguments.trace,
+    )
     handler: Callable[[argparse.Namespace], int] = arguments.handler
     try:
         return handler(arguments)
@@ -157,16 +167,17 @@ def _fail(error: Exception, arguments: argparse.Namespace, status: int) -> int:
     return status
 
 
-#: Libraries that log routine protocol events at INFO; shown only at DEBUG.
-CHATTY_LOGGERS = ("aioimaplib", "mail.log", "pymap", "proxyprotocol")
+#: Libraries that log protocol exchanges (whole mails, at DEBUG) or routine events (at
+#: INFO); shown only with ``--trace``, since mail is private even when -v is needed.
+PROTOCOL_LOGGERS = ("aioimaplib", "aiosmtplib", "mail.log", "pymap", "proxyprotocol")
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, *, trace: bool = False) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if level != "DEBUG":
-        for name in CHATTY_LOGGERS:
+    if not trace:
+        for name in PROTOCOL_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,7 +1,7 @@
 """Passwords and tokens appear nowhere they do not belong.
 
-Each test runs the real ``spacebot`` command at DEBUG level (a whole exchange, a failed
-login, a config error, ``spacebot check``), then searches everything it wrote (standard
+Each test runs the real ``spacebot`` command at DEBUG level with the protocol trace on
+(``-v --trace``: a whole exchange, a failed login, a config error, ``spacebot check``), then searches everything it wrote (standard
 output and error, and every file of the state directory) for every form a secret can
 take on the way: as written, escaped as an IMAP quoted string, as Python shows bytes,
 base64-encoded in an AUTH PLAIN or XOAUTH2 message, URL-encoded in a form, and any
@@ -72,9 +72,12 @@ def assert_no_secret(text: str, secrets_and_logins: Iterable[tuple[str, str]]) -
         assert not leaked, f"secret leaked as {leaked[:3]}"
 
 
-def spacebot(config: Path, *command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def spacebot(
+    config: Path, *command: str, env: dict[str, str], trace: bool = True
+) -> subprocess.CompletedProcess[str]:
+    options = ["-v", "--trace"] if trace else ["-v"]
     return subprocess.run(
-        [sys.executable, "-m", "spacebot_core.cli", "--config", str(config), "-v", *command],
+        [sys.executable, "-m", "spacebot_core.cli", "--config", str(config), *options, *command],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -115,6 +118,27 @@ async def test_password_never_shows_in_a_debug_exchange_a_failed_login_or_check(
     for result in (exchange, check, failed_run, failed_check):
         assert_no_secret(written_by(result, state), [(password, bot.address)])
     assert_no_secret(failed_run.stderr + failed_check.stdout, [(wrong, bot.address)])
+
+
+async def test_mail_text_is_logged_only_with_trace(
+    tmp_path, dovecot, mail_accounts, smtp_relay, certs
+):
+    bot, alice = mail_accounts.bot, mail_accounts.alice
+    config = write_config(
+        tmp_path, "[messaging.email]\n" + instance_keys(dovecot, smtp_relay, bot, certs)
+    )
+    private = f"my account number is {secrets.token_hex(6)}"
+    for subject in ("first", "second"):
+        _, raw = mail_from(alice, bot, subject, private)
+        dovecot.deliver(bot.address, raw)
+        result = spacebot(config, "run", "--once", env={}, trace=subject == "second")
+        assert result.returncode == 0, result.stderr[-2000:]
+        if subject == "first":
+            assert " DEBUG spacebot" in result.stderr  # -v alone: DEBUG, but no mail text
+            assert private not in result.stderr
+        else:
+            assert private in result.stderr  # the trace holds the exchange, mail and all
+    assert len(dovecot.fetch_all(alice)) == 2
 
 
 async def test_tokens_never_show_in_a_debug_exchange_or_check(
