@@ -200,10 +200,14 @@ class HistoryEntry:
     """One earlier message of a conversation, as an agent sees it.
 
     ``role`` is ``user`` for what the other side wrote and ``assistant`` for what the
-    bot answered.
+    bot answered. ``message_id``, when known, says which message it was: the inbound
+    message's id for a ``user`` entry the store kept, the reply's delivery id for an
+    ``assistant`` entry the store kept, and the channel's own id (for email, the
+    Message-ID) for an entry a channel found itself (``spacebot_thread_history``).
     """
 
     role: str
     text: str
     timestamp: datetime
     sender_id: str | None = None
+    message_id: str | None = None
