@@ -216,3 +216,36 @@ def test_a_version_1_store_is_migrated_in_place_to_the_current_schema(
     assert not current.retry_later(_message(1))
     assert current.status("folder").last_poll_at is None
     current.close()
+
+
+def test_a_version_2_store_keeps_its_history_and_records_message_ids_from_now_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
+        second_release = StateStore.open(tmp_path)
+        # A history row as the second release wrote it: no message_id column yet.
+        second_release.connection.execute(
+            "INSERT INTO history (conversation_id, role, sender_id, text, timestamp)"
+            " VALUES ('c1', 'user', 'alice', 'question 0', ?)",
+            (START.isoformat(),),
+        )
+        assert second_release.schema_version() == 2
+        second_release.close()
+
+    current = StateStore.open(tmp_path)
+    message = _message(1)
+    current.record_received(message)
+    current.mark_answered(
+        message, current.plan_replies(message, [OutboundResponse.Text("answer 1")])
+    )
+    history = current.history("c1")
+    version = current.schema_version()
+    current.close()
+
+    assert version == len(store_module.MIGRATIONS) >= 3
+    assert [(entry.text, entry.message_id) for entry in history] == [
+        ("question 0", None),
+        ("question 1", "m1"),
+        ("answer 1", delivery_id_for(message, 0)),
+    ]
