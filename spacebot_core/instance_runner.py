@@ -243,6 +243,7 @@ class InstanceRunner:
                 self.store.mark_sent(reply)
                 continue
             self.store.mark_sending(reply)
+            await self.store.sync()  # the plan and this mark outlive a power cut
             try:
                 await self.hooks.call_async(
                     "spacebot_send",
@@ -362,6 +363,7 @@ class InstanceRunner:
         self.store.requeue(self.runtime_key, message_id)
 
     async def _ack(self, message: InboundMessage, outcome: str) -> None:
+        await self.store.sync()  # the decision is on the disk before the channel shows it
         await self.hooks.call_async("spacebot_ack", message=message, outcome=outcome)
 
 

@@ -8,6 +8,7 @@ acknowledged on its channel only after the store says all its replies were sent.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -139,11 +140,63 @@ def _now() -> str:
 
 
 @attrs.define(eq=False)
+class LogSync:
+    """Group commit for a WAL-mode database: fsyncs of its log shared by their callers.
+
+    A caller is served by the first fsync that begins after it asked: the fsyncs run
+    one at a time, so callers that ask while one runs share the next.
+    """
+
+    wal_path: Path
+    started: int = 0
+    finished: int = 0
+    directory_synced: bool = False
+    _lock: asyncio.Lock | None = None
+    _lock_loop: asyncio.AbstractEventLoop | None = None
+
+    async def sync(self) -> None:
+        """Return once every commit made before this call is on the disk."""
+        asked_after = self.started
+        async with self._loop_lock():
+            if self.finished > asked_after:
+                return  # an fsync that began after we asked has finished
+            self.started += 1
+            number = self.started
+            await asyncio.to_thread(self._fsync)
+            self.finished = number
+
+    def _loop_lock(self) -> asyncio.Lock:
+        """The lock of the running event loop (a store may outlive one: tests, commands)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
+    def _fsync(self) -> None:
+        try:
+            descriptor = os.open(self.wal_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no log: every commit is in the database file, synced by SQLite
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        if not self.directory_synced:  # the log's own directory entry, once
+            directory = os.open(self.wal_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self.directory_synced = True
+
+
+@attrs.define(eq=False)
 class StateStore:
     """The SQLite state of one spacebot process; open with :meth:`open`."""
 
     path: Path
     connection: sqlite3.Connection
+    log_sync: LogSync
     lock_file: IO[str] | None = None
 
     @classmethod
@@ -161,10 +214,10 @@ class StateStore:
         # status, history and retry work beside a running spacebot: wait for its writes.
         connection.execute("PRAGMA busy_timeout = 5000")
         connection.execute("PRAGMA journal_mode=WAL")
-        # Commits reach the disk at the decisive steps only (see _durably); a crash of
-        # the process loses nothing either way, as WAL commits are in the OS's hands.
+        # Commits reach the disk when the runtime asks (see sync); a crash of the
+        # process loses nothing either way, as WAL commits are in the OS's hands.
         connection.execute("PRAGMA synchronous=NORMAL")
-        store = cls(path, connection, lock_file)
+        store = cls(path, connection, LogSync(path.with_name(path.name + "-wal")), lock_file)
         store._migrate()
         return store
 
@@ -193,22 +246,17 @@ class StateStore:
             raise
         self.connection.execute("COMMIT")
 
-    @contextmanager
-    def _durably(self) -> Iterator[None]:
-        """Commit what runs inside, and every commit before it, to the disk (an fsync).
+    async def sync(self) -> None:
+        """Make every commit so far durable, without holding up the event loop.
 
-        Used for the writes that the next step acts upon outside the store: a reply
-        marked *sending* before it goes out, a decision before the channel flags the
-        message. In WAL mode, ``synchronous=FULL`` syncs the log at the commit, which
-        holds all earlier commits too; the others stay ``NORMAL`` (no fsync), so an
-        answered mail costs two fsyncs rather than one per write. After a power cut the
-        store is at least at the last decisive step, which the runtime resumes from.
+        Commits are not synced one by one (``synchronous=NORMAL`` in WAL mode: a crash
+        of the process loses none, a power cut may lose the last ones). The runtime
+        awaits this before a step acts outside the store (a reply handed to SMTP, a
+        message flagged on its channel), so that after a power cut the store is never
+        behind what the outside world saw. One fsync of the log, in a worker thread,
+        serves every caller whose commits came before it began (group commit).
         """
-        self.connection.execute("PRAGMA synchronous=FULL")
-        try:
-            yield
-        finally:
-            self.connection.execute("PRAGMA synchronous=NORMAL")
+        await self.log_sync.sync()
 
     def schema_version(self) -> int:
         """The schema version the file is at."""
@@ -283,12 +331,11 @@ class StateStore:
         self._set_state(message, FAILED, reason=error)
 
     def _set_state(self, message: InboundMessage, state: str, reason: str | None = None) -> None:
-        with self._durably():
-            self.connection.execute(
-                "UPDATE messages SET state = ?, reason = ?, updated_at = ?"
-                " WHERE runtime_key = ? AND message_id = ?",
-                (state, reason, _now(), message.adapter, message.id),
-            )
+        self.connection.execute(
+            "UPDATE messages SET state = ?, reason = ?, updated_at = ?"
+            " WHERE runtime_key = ? AND message_id = ?",
+            (state, reason, _now(), message.adapter, message.id),
+        )
 
     def plan_replies(
         self, message: InboundMessage, responses: list[AnyResponse]
@@ -344,10 +391,9 @@ class StateStore:
 
     def mark_sending(self, reply: PlannedReply) -> None:
         """Record that one reply is being handed to the channel (before the send)."""
-        with self._durably():
-            self.connection.execute(
-                "UPDATE replies SET state = ? WHERE delivery_id = ?", (SENDING, reply.delivery_id)
-            )
+        self.connection.execute(
+            "UPDATE replies SET state = ? WHERE delivery_id = ?", (SENDING, reply.delivery_id)
+        )
 
     def mark_pending(self, reply: PlannedReply) -> None:
         """Record that the channel refused one reply for sure: it was not sent."""
@@ -364,7 +410,7 @@ class StateStore:
 
     def mark_answered(self, message: InboundMessage, replies: list[PlannedReply]) -> None:
         """Record the exchange in the conversation's history and the message as answered."""
-        with self._durably(), self._transaction() as connection:
+        with self._transaction() as connection:
             connection.execute(
                 "UPDATE messages SET state = ?, reason = NULL, updated_at = ?"
                 " WHERE runtime_key = ? AND message_id = ?",

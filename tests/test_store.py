@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -249,3 +250,20 @@ def test_a_version_2_store_keeps_its_history_and_records_message_ids_from_now_on
         ("question 1", "m1"),
         ("answer 1", delivery_id_for(message, 0)),
     ]
+
+
+async def test_syncs_asked_together_share_one_fsync_and_a_later_commit_gets_its_own(
+    store: StateStore,
+) -> None:
+    store.record_received(_message(1))
+
+    await asyncio.gather(*(store.sync() for _ in range(20)))
+    shared = store.log_sync.finished
+    store.record_received(_message(2))
+    await store.sync()
+
+    # The first caller's fsync, then one for all who asked while it ran.
+    assert shared <= 2
+    assert store.log_sync.finished == shared + 1
+    assert store.path.with_name(store.path.name + "-wal") == store.log_sync.wal_path
+    assert store.log_sync.wal_path.exists()
