@@ -48,6 +48,8 @@ class Plan:
     seconds: float
     latency_mails: int
     rtts: tuple[float, ...] = (0.0, 10.0)
+    #: Where each scenario's process writes its cProfile stats (``--profile``), if set.
+    profile_dir: Path | None = None
 
 
 FULL = Plan(backlog=10_000, big_backlog=50_000, seconds=45.0, latency_mails=50)
@@ -109,6 +111,8 @@ class Bench:
             "limit": count,
             **spec,
         }
+        if self.plan.profile_dir is not None:
+            spec["profile"] = str(self.plan.profile_dir / f"{name}.prof")
         try:
             result = _worker(spec)
             result["replies"] = sink.count()
@@ -309,8 +313,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="time bound of each end-to-end run")
     parser.add_argument("--only", default="backlog,ingest,latency,memory")
     parser.add_argument("--results", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="write each scenario's cProfile stats here"
+    )
     arguments = parser.parse_args()
     plan = QUICK if arguments.quick else FULL
+    if arguments.profile:
+        arguments.profile.mkdir(parents=True, exist_ok=True)
+        plan = attrs.evolve(plan, profile_dir=arguments.profile.resolve())
     if arguments.seconds:
         plan = attrs.evolve(plan, seconds=arguments.seconds)
     started = time.monotonic()

@@ -9,6 +9,7 @@ servers and mailboxes and checks the outcome from outside.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import logging
 import random
@@ -227,7 +228,13 @@ def main() -> None:
         result = imap_tools_fetch(spec)
     else:
         scenario = SCENARIOS[spec["scenario"]]
+        profiler = cProfile.Profile() if spec.get("profile") else None
+        if profiler is not None:
+            profiler.enable()
         result = asyncio.run(asyncio.wait_for(scenario(spec), SCENARIO_TIMEOUT))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(spec["profile"])
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
