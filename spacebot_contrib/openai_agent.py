@@ -16,6 +16,13 @@ conversation's history (user and assistant turns) and the new message. A timeout
 refused connection, ``429`` or a ``5xx`` is tried again after a doubling backoff (a
 ``Retry-After`` is honoured); what still fails, or any other error, is an
 :class:`AgentError`, and the runtime tries the message again later.
+
+Where the instance's channel can search (email), the request offers the model the
+``search_mailbox`` tool when ``tools = true`` (:mod:`spacebot_core.tools`).
+When the model answers with tool calls, each is run and its result sent back as a
+``tool`` message, and the model is asked again; after ``max_tool_rounds`` rounds (4)
+it is asked to answer without tools. A bad call (an unknown tool, a wrong argument, a
+limit over 50) is an error result the model reads, not a failure of the message.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import attrs
 from spacebot_core.agent import Agent
 from spacebot_core.errors import AgentError
 from spacebot_core.hookspecs import hookimpl
+from spacebot_core.tools import NO_TOOLS, AgentTools
 from spacebot_core.types import (
     AnyResponse,
     HistoryEntry,
@@ -63,6 +71,11 @@ class OpenAISettings:
     max_history: int = 40
     temperature: float | None = None
     max_tokens: int | None = None
+    #: Offer the model the instance's tools (``search_mailbox``) where it has any. Off
+    #: by default: whoever may write to the bot could have it search the whole mailbox.
+    tools: bool = False
+    #: At most this many rounds of tool calls before the model must answer (0: no tools).
+    max_tool_rounds: int = 4
 
 
 class RetryableError(AgentError):
@@ -129,6 +142,51 @@ def responses_from_completion(document: Any) -> list[AnyResponse]:
     return [OutboundResponse.Text(content.strip())]
 
 
+def tool_calls(document: Any) -> list[dict[str, Any]]:
+    """The tool calls in a chat-completions answer, none when it has none; pure."""
+    try:
+        calls = document["choices"][0]["message"].get("tool_calls")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return []  # responses_from_completion says what is wrong with the document
+    if not isinstance(calls, list):
+        return []
+    return [call for call in calls if isinstance(call, dict)]
+
+
+def _assistant(document: Any) -> dict[str, Any]:
+    """The model's turn that asked for tools, as the next request repeats it."""
+    message = document["choices"][0]["message"]
+    return {
+        "role": "assistant",
+        "content": message.get("content"),
+        "tool_calls": tool_calls(document),
+    }
+
+
+async def run_tool_calls(calls: list[dict[str, Any]], tools: AgentTools) -> list[dict[str, Any]]:
+    """Run each call; one ``tool`` message per call, holding its JSON result."""
+    messages = []
+    for call in calls:
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        name = function.get("name")
+        arguments = function.get("arguments") or "{}"
+        try:
+            # The API sends the arguments as JSON text; some servers send the object.
+            arguments = arguments if isinstance(arguments, dict) else json.loads(arguments)
+        except (TypeError, ValueError):
+            result: dict[str, Any] = {"error": "the arguments are not a valid JSON object"}
+        else:
+            result = await tools.call(name if isinstance(name, str) else "", arguments)
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": str(call.get("id", "")),
+                "content": json.dumps(result, ensure_ascii=False),
+            }
+        )
+    return messages
+
+
 @attrs.define(eq=False)
 class OpenAIAgent(Agent):
     """Answers with a model behind an OpenAI-compatible ``/chat/completions``."""
@@ -141,14 +199,41 @@ class OpenAIAgent(Agent):
         return self.settings.base_url.rstrip("/") + "/chat/completions"
 
     async def respond(
-        self, message: InboundMessage, history: list[HistoryEntry]
+        self, message: InboundMessage, history: list[HistoryEntry], tools: AgentTools = NO_TOOLS
     ) -> list[AnyResponse]:
-        """Ask the model, trying again on timeouts, 429 and 5xx."""
-        body = request_body(self.settings, message, history)
+        """Ask the model; run the tool calls it makes, round by round (at most
+        ``max_tool_rounds``), and return its answer."""
+        settings = self.settings
+        body = request_body(settings, message, history)
+        if settings.tools and settings.max_tool_rounds > 0 and (offered := tools.definitions()):
+            body["tools"] = offered
+        rounds = 0
+        while True:
+            document = await self._ask(body)
+            calls = tool_calls(document)
+            if not calls or "tools" not in body:
+                return responses_from_completion(document)
+            if rounds >= settings.max_tool_rounds:
+                # Told to answer without tools (tool_choice "none"), and still asking.
+                responses = responses_from_completion(document)
+                if not responses:
+                    raise AgentError(
+                        f"the model still asked for tools after max_tool_rounds = "
+                        f"{settings.max_tool_rounds} rounds, and gave no answer"
+                    )
+                return responses
+            rounds += 1
+            results = await run_tool_calls(calls, tools)
+            body = {**body, "messages": [*body["messages"], _assistant(document), *results]}
+            if rounds >= settings.max_tool_rounds:
+                body["tool_choice"] = "none"
+
+    async def _ask(self, body: dict[str, Any]) -> Any:
+        """One chat completion, trying again on timeouts, 429 and 5xx."""
         attempt = 0
         while True:
             try:
-                return responses_from_completion(await self._post(body))
+                return await self._post(body)
             except RetryableError as error:
                 if attempt >= self.settings.max_retries:
                     raise AgentError(

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from spacebot_core.tools import NO_TOOLS, AgentTools
 from spacebot_core.types import AnyResponse, HistoryEntry, InboundMessage
 
 
@@ -28,11 +29,13 @@ class Agent:
     settings: Any = attrs.field(factory=NoSettings)
 
     async def respond(
-        self, message: InboundMessage, history: list[HistoryEntry]
+        self, message: InboundMessage, history: list[HistoryEntry], tools: AgentTools = NO_TOOLS
     ) -> list[AnyResponse]:
         """Answer ``message``; ``history`` is the conversation so far, oldest first.
 
-        Return no responses to stay silent. Raise
+        ``tools`` are the tools of the instance the message came from (a search of its
+        messages, see :mod:`spacebot_core.tools`); called outside the runtime, an agent
+        gets tools of no channel. Return no responses to stay silent. Raise
         :class:`spacebot_core.errors.AgentError` when the message could not be answered
         now; the runtime retries it later.
         """

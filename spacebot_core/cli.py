@@ -21,6 +21,7 @@ from spacebot_core.config import Config, find_config_path, load_config
 from spacebot_core.errors import ConfigError, PluginError, SpacebotError
 from spacebot_core.plugins import PluginHost, load_plugins
 from spacebot_core.runtime import Runtime, describe_error
+from spacebot_core.search_command import add_search_command
 from spacebot_core.state_commands import add_state_commands
 from spacebot_core.store import StateStore
 from spacebot_core.types import AnyResponse, OutboundResponse
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(handler=command_init)
 
     add_state_commands(add_command, _load, _with_runtime)
+    add_search_command(add_command, _load)
     return parser
 
 

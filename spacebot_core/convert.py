@@ -15,8 +15,15 @@ from typing import Any, TypeVar
 from cattrs.preconf.json import make_converter
 from cattrs.strategies import configure_tagged_union
 
-from spacebot_core.errors import SpacebotError
-from spacebot_core.types import AnyContent, AnyResponse, HistoryEntry, InboundMessage
+from spacebot_core.errors import SearchError, SpacebotError
+from spacebot_core.types import (
+    AnyContent,
+    AnyResponse,
+    HistoryEntry,
+    InboundMessage,
+    SearchHit,
+    SearchQuery,
+)
 
 T = TypeVar("T")
 
@@ -100,3 +107,43 @@ def message_to_data(message: InboundMessage) -> dict[str, Any]:
 def history_to_data(history: list[HistoryEntry]) -> list[dict[str, Any]]:
     """A conversation's earlier messages as JSON data."""
     return converter.unstructure(history, list[HistoryEntry])
+
+
+def search_query_to_data(query: SearchQuery) -> dict[str, Any]:
+    """A search query as JSON data."""
+    return converter.unstructure(query)
+
+
+def search_query_from_data(data: Any) -> SearchQuery:
+    """JSON data back into a search query.
+
+    :raises SearchError: a value out of range or of the wrong type, said in one line.
+    """
+    if not isinstance(data, dict):
+        raise SearchError(f"a search query is a JSON object, not {data!r:.200}")
+    try:
+        return converter.structure(data, SearchQuery)
+    except Exception as error:  # cattrs groups the validators' errors with its own
+        found = _first_search_error(error)
+        if found is not None:
+            raise found from None
+        raise SearchError(f"not a search query: {data!r:.200}") from None
+
+
+def _first_search_error(error: BaseException) -> SearchError | None:
+    if isinstance(error, SearchError):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        if (found := _first_search_error(inner)) is not None:
+            return found
+    return None
+
+
+def search_hits_to_data(hits: list[SearchHit]) -> list[dict[str, Any]]:
+    """Search hits as JSON data (dates as ISO 8601 text)."""
+    return converter.unstructure(hits, list[SearchHit])
+
+
+def search_hits_from_data(data: Any) -> list[SearchHit]:
+    """JSON data back into search hits."""
+    return converter.structure(data, list[SearchHit])

@@ -39,3 +39,8 @@ class ChannelError(SpacebotError):
 
 class AgentError(SpacebotError):
     """An agent failed on one message; the message is retried later, not dropped."""
+
+
+class SearchError(SpacebotError):
+    """A search cannot be done as asked: a value out of range (a limit over 50), a
+    folder that does not exist, or a channel that cannot search."""

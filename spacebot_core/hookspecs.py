@@ -24,7 +24,13 @@ import pluggy
 
 if TYPE_CHECKING:
     from spacebot_core.checks import CheckResult
-    from spacebot_core.types import AnyResponse, InboundMessage
+    from spacebot_core.types import (
+        AnyResponse,
+        HistoryEntry,
+        InboundMessage,
+        SearchHit,
+        SearchQuery,
+    )
 
 PROJECT_NAME = "spacebot"
 
@@ -122,6 +128,51 @@ def spacebot_filter_inbound(runtime_key: str, message: InboundMessage) -> str | 
     :param runtime_key: the instance the message came from.
     :param message: the normalized message.
     :return: a short reason such as ``"auto-generated (Auto-Submitted: auto-replied)"``.
+    """
+
+
+@hookspec
+def spacebot_thread_history(
+    runtime_key: str, message: InboundMessage, known: Sequence[HistoryEntry]
+) -> Awaitable[list[HistoryEntry]]:
+    """*Async.* Earlier messages of ``message``'s conversation that the channel finds
+    itself and that are not in ``known``, oldest first.
+
+    The runtime keeps each conversation's messages from the moment it answers them;
+    a conversation that began before (in a mail thread: before the bot ran, or in
+    another folder) has earlier messages only the channel can find. The runtime asks
+    this hook before the agent answers, and gives the agent these messages and its
+    own history together, oldest first. A failure here costs the agent this context
+    only: the runtime logs it and answers with its own history. A channel that cannot
+    look back returns nothing. Bound every network wait: the message waits for it.
+
+    :param runtime_key: the instance the message came from.
+    :param message: the message about to be answered.
+    :param known: the conversation's history as the runtime holds it, oldest first;
+        each entry's ``message_id`` is the inbound message's id (``user``) or the
+        reply's delivery id (``assistant``), or None when the store did not record it.
+    :return: an awaitable of history entries, each with ``role`` ``user`` or
+        ``assistant`` (what the bot's own account sent), oldest first.
+    """
+
+
+@hookspec
+def spacebot_search(runtime_key: str, query: SearchQuery) -> Awaitable[list[SearchHit]]:
+    """*Async.* Search the instance's messages for an agent, or for ``spacebot search``.
+
+    Agents reach it through the ``search_mailbox`` tool
+    (:class:`spacebot_core.tools.AgentTools`). It may be called while the instance runs
+    (from an agent, during a cycle) and when it was never started (``spacebot search``,
+    another process): open what it needs and leave the instance's own work undisturbed.
+    Never change what it finds (email: nothing is marked read). Bound every network wait.
+
+    :param runtime_key: the instance whose messages are searched.
+    :param query: the criteria, already checked (the limit is 1 to 50); empty
+        ``folders`` means the instance's configured folders.
+    :return: an awaitable of at most ``query.limit`` hits, newest first. Raise
+        :class:`spacebot_core.errors.SearchError` for a search that cannot be done as
+        asked (a folder that does not exist), ``ChannelError`` when the channel cannot be
+        reached.
     """
 
 

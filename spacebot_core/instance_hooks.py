@@ -11,6 +11,7 @@ is never None, and silently lose the message.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,6 +26,9 @@ class InstanceHooks:
 
     adapter: Adapter
     manager: pluggy.PluginManager
+    #: The config file the instance was built from (absolute), when there is one: an
+    #: agent's program needs it to call ``spacebot search`` on this instance.
+    config_path: Path | None = None
     _callers: dict[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -41,6 +45,10 @@ class InstanceHooks:
             ]
             self._callers[hook_name] = self.manager.subset_hook_caller(hook_name, others)
         return self._callers[hook_name]
+
+    def implements(self, hook_name: str) -> bool:
+        """Whether this instance, or a cross-cutting plugin, implements the hook."""
+        return bool(self._caller(hook_name).get_hookimpls())
 
     def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call a synchronous hook; returns every implementation's result."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 
+from spacebot_core.agent import Agent
 from spacebot_core.backoff import Backoff
 from spacebot_core.config import RuntimeSettings
 from spacebot_core.errors import ChannelError
@@ -26,7 +28,8 @@ from spacebot_core.store import (
     PlannedReply,
     StateStore,
 )
-from spacebot_core.types import HistoryEntry, InboundMessage
+from spacebot_core.tools import AgentTools
+from spacebot_core.types import AnyResponse, HistoryEntry, InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -279,12 +282,23 @@ class InstanceRunner:
         history = await self._with_thread_history(message, history)
         try:
             responses = await asyncio.wait_for(
-                agent.respond(message, history), timeout=self.settings.agent_timeout_secs
+                self._respond(agent, message, history),
+                timeout=self.settings.agent_timeout_secs,
             )
         except Exception as error:  # an agent's failure of any kind costs one attempt
             await self._agent_failed(message, agent.agent_id, error)
             return None
         return self.store.plan_replies(message, list(responses))
+
+    def _respond(
+        self, agent: Agent, message: InboundMessage, history: list[HistoryEntry]
+    ) -> Awaitable[list[AnyResponse]]:
+        """The agent's answer, with the instance's tools where its respond takes them."""
+        if not _takes_tools(agent):  # written before agents had tools: still answers
+            return agent.respond(message, history)
+        return agent.respond(
+            message, history, tools=AgentTools.for_instance(self.hooks, self.channel)
+        )
 
     async def _with_thread_history(
         self, message: InboundMessage, history: list[HistoryEntry]
@@ -371,6 +385,12 @@ def _time_of(entry: HistoryEntry) -> datetime:
     """An entry's time for ordering; a time without a zone is taken as UTC."""
     stamp = entry.timestamp
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def _takes_tools(agent: Agent) -> bool:
+    """Whether ``agent.respond`` takes the ``tools`` argument (or any keyword)."""
+    parameters = inspect.signature(agent.respond).parameters.values()
+    return any(p.name == "tools" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 async def _until_either(awaitable: Any, stopping: asyncio.Event) -> None:

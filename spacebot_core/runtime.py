@@ -61,7 +61,7 @@ class Runtime:
         host.check_hooks()
         runners = [
             InstanceRunner(
-                InstanceHooks(adapter, host.manager),
+                InstanceHooks(adapter, host.manager, config_path=config.path.resolve()),
                 instance.channel,
                 router,
                 store,

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from spacebot_core.errors import SearchError
+
 
 @attrs.frozen
 class Attachment:
@@ -211,3 +213,85 @@ class HistoryEntry:
     timestamp: datetime
     sender_id: str | None = None
     message_id: str | None = None
+
+
+#: The most hits one search returns.
+MAX_SEARCH_LIMIT = 50
+#: The most days back a search may reach (``since_days``).
+MAX_SEARCH_DAYS = 36500
+#: The most characters of one text criterion (text, sender, subject).
+MAX_SEARCH_VALUE_CHARS = 1000
+#: The most characters of a found message's text a hit carries.
+SEARCH_TEXT_CHARS = 300
+
+
+@attrs.frozen
+class SearchQuery:
+    """What an agent looks for in an instance's messages (the ``search_mailbox`` tool).
+
+    Every criterion given must match; none given matches every message. ``text`` is
+    looked for anywhere in a message, ``sender`` in its From, ``subject`` in its
+    Subject, each as a substring the server compares without regard to case.
+    ``unread_only`` keeps messages not yet read; ``since_days`` keeps those received
+    in the last N days (0: today). ``folders`` empty means the instance's configured
+    folders. ``limit`` (1 to :data:`MAX_SEARCH_LIMIT`) is the most hits returned,
+    newest first.
+
+    :raises SearchError: a value out of range, with what is allowed.
+    """
+
+    text: str | None = None
+    sender: str | None = None
+    subject: str | None = None
+    unread_only: bool = False
+    since_days: int | None = None
+    folders: tuple[str, ...] = ()
+    limit: int = 10
+
+    def __attrs_post_init__(self) -> None:
+        if not _is_int(self.limit) or not 1 <= self.limit <= MAX_SEARCH_LIMIT:
+            raise SearchError(
+                f"limit must be a whole number from 1 to {MAX_SEARCH_LIMIT}, not {self.limit!r}"
+            )
+        if self.since_days is not None and (
+            not _is_int(self.since_days) or not 0 <= self.since_days <= MAX_SEARCH_DAYS
+        ):
+            raise SearchError(
+                f"since_days must be a whole number from 0 to {MAX_SEARCH_DAYS}, "
+                f"not {self.since_days!r}"
+            )
+        for name in ("text", "sender", "subject"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or "\0" in value):
+                raise SearchError(f"{name} must be text without NUL characters")
+            if value is not None and len(value) > MAX_SEARCH_VALUE_CHARS:
+                raise SearchError(f"{name} must be at most {MAX_SEARCH_VALUE_CHARS} characters")
+        for folder in self.folders:
+            if not isinstance(folder, str) or not folder or "\0" in folder:
+                raise SearchError(f"folder names must be non-empty text, not {folder!r}")
+
+
+def _is_int(value: object) -> bool:
+    """Whether ``value`` is an int and not a bool (``True`` is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@attrs.frozen
+class SearchHit:
+    """One message a search found, as an agent reads it.
+
+    ``sender`` is the From (``Name <address>``, or the address); ``date`` the message's
+    own date, or None when it has none; ``unread`` whether it was not yet read.
+    ``text`` is the start of what the sender wrote (for email, the new text without
+    quoted history or signature), whitespace collapsed, at most
+    :data:`SEARCH_TEXT_CHARS` characters.
+    """
+
+    folder: str
+    uid: int
+    message_id: str
+    sender: str
+    subject: str
+    date: datetime | None
+    unread: bool
+    text: str

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -24,8 +25,16 @@ from spacebot_core.adapter import Adapter
 from spacebot_core.checks import CheckResult
 from spacebot_core.errors import ChannelError
 from spacebot_core.hookspecs import hookimpl
-from spacebot_core.types import TEXT_RESPONSES, AnyResponse, InboundMessage, OutboundResponse
-from spacebot_email import compose, oauth2, sender_auth
+from spacebot_core.types import (
+    TEXT_RESPONSES,
+    AnyResponse,
+    HistoryEntry,
+    InboundMessage,
+    OutboundResponse,
+    SearchHit,
+    SearchQuery,
+)
+from spacebot_email import compose, oauth2, search, sender_auth
 from spacebot_email import settings as email_settings
 from spacebot_email.diagnosis import check_instance
 from spacebot_email.filters import is_own_address, sender_allowed
@@ -33,6 +42,7 @@ from spacebot_email.imap import IDLE_RENEW_SECS, FetchedMail, FolderMissingError
 from spacebot_email.intake import Intake, Limits, parse_fetched
 from spacebot_email.normalize import to_inbound
 from spacebot_email.smtp import SmtpPool, SmtpSender
+from spacebot_email.thread_history import ThreadHistory
 
 FAILED_KEYWORD = "$SpacebotFailed"
 HELD_KEYWORD = "$SpacebotHeld"
@@ -67,6 +77,7 @@ class EmailAdapter(Adapter):
     _tls_context: ssl.SSLContext | None = attrs.field(default=None, init=False, repr=False)
     _token_source: oauth2.TokenSource | None = attrs.field(default=None, init=False, repr=False)
     _noted_rejections: set[str] = attrs.field(factory=set, init=False)
+    _thread_history: ThreadHistory | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -124,18 +135,23 @@ class EmailAdapter(Adapter):
     async def imap_session(self) -> ImapSession:
         """The instance's IMAP connection, logged in; opened on first use."""
         if self.imap is None:
-            settings = self.settings
-            self.imap = await ImapSession.open(
-                host=settings.imap_host,
-                port=settings.imap_port,
-                security=settings.imap_security,
-                username=settings.imap_username,
-                password=settings.imap_password,
-                ssl_context=self.tls_context() if settings.imap_security != "plain" else None,
-                timeout=settings.timeout_secs,
-                token_source=self.token_source() if settings.imap_auth == "xoauth2" else None,
-            )
+            self.imap = await self.open_imap_session()
         return self.imap
+
+    async def open_imap_session(self) -> ImapSession:
+        """A new IMAP connection to the instance's account, logged in; the caller closes
+        it (the instance's own is :meth:`imap_session`)."""
+        settings = self.settings
+        return await ImapSession.open(
+            host=settings.imap_host,
+            port=settings.imap_port,
+            security=settings.imap_security,
+            username=settings.imap_username,
+            password=settings.imap_password,
+            ssl_context=self.tls_context() if settings.imap_security != "plain" else None,
+            timeout=settings.timeout_secs,
+            token_source=self.token_source() if settings.imap_auth == "xoauth2" else None,
+        )
 
     def smtp_sender(self) -> SmtpSender:
         """The instance's SMTP settings, ready to send."""
@@ -372,6 +388,22 @@ class EmailAdapter(Adapter):
             recipients=recipients,
             order_key=conversation_id,
         )
+
+    @hookimpl
+    async def spacebot_thread_history(
+        self, message: InboundMessage, known: Sequence[HistoryEntry]
+    ) -> list[HistoryEntry]:
+        """The thread's earlier mails the bot never saw, from the configured folders and
+        the Sent folder, oldest first (``thread_history_max``; see :mod:`.thread_history`)."""
+        if self._thread_history is None:
+            self._thread_history = ThreadHistory(self.imap_session, self.settings, self.runtime_key)
+        return await self._thread_history.earlier(message, known)
+
+    @hookimpl
+    async def spacebot_search(self, query: SearchQuery) -> list[SearchHit]:
+        """The mail matching ``query`` in its folders (default: the configured ones),
+        newest first, on a short-lived connection of its own (see :mod:`.search`)."""
+        return await search.search_mailbox(self, query)
 
     @hookimpl
     async def spacebot_confirm_sent(self, message: InboundMessage, delivery_id: str) -> bool:

@@ -337,12 +337,19 @@ class ImapSession:
 
     async def list_folders(self) -> list[str]:
         """Every folder's name on the server, decoded."""
+        return [name for name, _ in await self.list_folders_with_attributes()]
+
+    async def list_folders_with_attributes(self) -> list[tuple[str, frozenset[str]]]:
+        """Every folder's name, decoded, with the attributes LIST gives it: ``\\Sent``
+        and the other RFC 6154 special uses where the server marks them, ``\\Noselect``.
+        """
         response = await self._command("LIST", self.client.list('""', "*"))
-        names = []
+        folders = []
         for line in response.lines:
             if isinstance(line, bytes | bytearray) and (match := _LIST_LINE.match(bytes(line))):
-                names.append(decode_folder_name(match.group("name").decode().strip('"')))
-        return names
+                name = decode_folder_name(match.group("name").decode().strip('"'))
+                folders.append((name, frozenset(match.group("attrs").decode().split())))
+        return folders
 
     async def search_unseen(self, without_keywords: Sequence[str] = ()) -> array[int]:
         """UIDs of the selected folder's messages without ``\\Seen``, oldest first.
@@ -360,9 +367,22 @@ class ImapSession:
 
     async def search_header(self, name: str, value: str) -> array[int]:
         """UIDs of the selected folder's messages whose header ``name`` contains ``value``."""
-        return await self._search(
-            f"UID SEARCH HEADER {name}", ["HEADER", name, _quote_search(value)]
-        )
+        return await self.search_header_any(name, [value])
+
+    async def search_header_any(self, name: str, values: Sequence[str]) -> array[int]:
+        """UIDs of the selected folder's messages whose header ``name`` contains any of
+        ``values``, in one ``UID SEARCH`` (``OR HEADER ... OR HEADER ... HEADER ...``).
+
+        :raises ValueError: a value holds a line break or NUL (it cannot be quoted).
+        """
+        criteria: list[str] = []
+        for position, value in enumerate(values):
+            if position < len(values) - 1:
+                criteria.append("OR")
+            criteria += ["HEADER", name, _quote_search(value)]
+        if not criteria:
+            return array("I")
+        return await self._search(f"UID SEARCH HEADER {name}", criteria)
 
     async def _search(self, what: str, criteria: list[str]) -> array[int]:
         """The UIDs found, ascending, as an array of 4-byte numbers: a search finding
@@ -420,6 +440,13 @@ class ImapSession:
             self._uid_fetch(uid_set(uids), f"(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)"),
         )
         return list(_parse_fetch(response.lines, self.selected, partial=True))
+
+    async def execute(self, what: str, command: aioimaplib.Command) -> aioimaplib.Response:
+        """Run an aioimaplib command object with this session's timeout and error
+        handling: a subclass for what aioimaplib lacks (literals in a search, see
+        :mod:`.search`).
+        """
+        return await self._command(what, self.client.protocol.execute(command))
 
     async def _uid_fetch(self, message_set: str, items: str) -> aioimaplib.Response:
         """``UID FETCH`` through :class:`_FetchCommand` (its timeout is ``_command``'s)."""

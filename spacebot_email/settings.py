@@ -107,6 +107,9 @@ class EmailSettings:
     timeout_secs: float = 30.0
     fetch_batch_size: int = 50
     strip_quoted: bool = True
+    #: How many earlier mails of a thread the agent gets from the mailbox (configured
+    #: folders and Sent) when the bot never saw them; 0: none.
+    thread_history_max: int = 10
     #: Wait in IMAP IDLE on the first folder when the server offers it (else poll).
     idle: bool = True
     #: SMTP connections kept open and used at once for replies.
@@ -303,3 +306,5 @@ def _check_limits(settings: EmailSettings) -> None:
             raise ConfigError(f"{key}: must be greater than 0")
     if settings.timeout_secs <= 0:
         raise ConfigError("timeout_secs: must be greater than 0")
+    if settings.thread_history_max < 0:
+        raise ConfigError("thread_history_max: must be 0 (off) or more")

@@ -279,6 +279,7 @@ class ShoutAgent(Agent):
 
     settings_type = ShoutSettings
 
+    # Written as agents were before they had tools: the runtime still asks it.
     async def respond(
         self, message: InboundMessage, history: list[HistoryEntry]
     ) -> list[OutboundResponse.Text]:

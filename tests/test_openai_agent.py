@@ -23,6 +23,7 @@ from spacebot_contrib.openai_agent import OpenAIAgent, OpenAISettings
 from spacebot_core.config import load_config
 from spacebot_core.errors import AgentError
 from spacebot_core.plugins import load_plugins
+from spacebot_core.tools import AgentTools
 from spacebot_core.types import (
     Attachment,
     HistoryEntry,
@@ -31,6 +32,9 @@ from spacebot_core.types import (
     OutboundResponse,
 )
 from tests.core_fixtures import make_folder, open_runtime, run_once, write_config
+from tests.email_setup import instance_keys, mail_from, run_bot_once
+from tests.email_setup import write_config as email_write_config
+from tests.running_bot import bot_from
 
 pytest_plugins = ["tests.core_fixtures"]
 
@@ -343,3 +347,144 @@ def test_the_readme_example_is_a_valid_config(tmp_path: Path, folder_plugin: Pat
     [agent_config] = loaded.agents
     assert agent_config.kind == "openai"
     assert agent_config.settings.base_url == "http://127.0.0.1:8080/v1"
+
+
+# -- the search_mailbox tool, against Dovecot --------------------------------------------
+
+
+def tool_call_completion(*calls: tuple[str, Any]) -> dict[str, Any]:
+    """A chat-completions answer asking for tool calls: (name, arguments) each."""
+    return {
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "model": "test-model",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": f"call_{number}",
+                            "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(arguments)},
+                        }
+                        for number, (name, arguments) in enumerate(calls)
+                    ],
+                },
+            }
+        ],
+    }
+
+
+def email_openai_config(
+    tmp_path: Path, server: ModelServer, dovecot, relay, certs, bot, **extra: Any
+) -> Path:
+    """An email instance answered by an openai agent at ``server``."""
+    agent_keys = {
+        "base_url": server.base_url,
+        "model": "test-model",
+        "retry_backoff_secs": 0.01,
+        **extra,
+    }
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in agent_keys.items())
+    return email_write_config(
+        tmp_path,
+        "[messaging.email]\n"
+        + instance_keys(dovecot, relay, bot, certs)
+        + f'\n[[agents]]\nid = "main"\nkind = "openai"\n{lines}\n'
+        + '[[bindings]]\nagent_id = "main"\nchannel = "email"\n',
+    )
+
+
+def store_invoices(dovecot, bot) -> None:
+    """Two invoices, already read, and a note, in the bot's INBOX."""
+    for subject, body in (
+        ("Invoice 17", "Due on 1 April."),
+        ("Invoice 18", "Due on 1 May."),
+        ("Team lunch", "Friday."),
+    ):
+        _, raw = mail_from("billing@example.com", bot, subject, body)
+        dovecot.append(bot, "INBOX", raw, flags=["\\Seen"])
+
+
+async def test_the_model_searches_the_mailbox_and_answers_with_what_it_found(
+    tmp_path: Path, model_server: ModelServer, dovecot, mail_accounts, smtp_relay, certs
+) -> None:
+    bot, alice = mail_accounts.bot, mail_accounts.alice
+    store_invoices(dovecot, bot)
+    _, question = mail_from(alice, bot, "A question", "Which bills did you get?")
+    dovecot.deliver(bot.address, question)
+    config = email_openai_config(
+        tmp_path, model_server, dovecot, smtp_relay, certs, bot, tools=True
+    )
+    model_server.script = [
+        Scripted(body=tool_call_completion(("search_mailbox", {"subject": "invoice"}))),
+        Scripted(body=completion("Invoices 17 and 18 arrived.")),
+    ]
+
+    assert await run_bot_once(config) == []
+
+    first, second = (request["json"] for request in model_server.requests)
+    assert [tool["function"]["name"] for tool in first["tools"]] == ["search_mailbox"]
+    asked, answered = second["messages"][-2:]
+    assert asked["role"] == "assistant"
+    assert asked["tool_calls"][0]["function"]["name"] == "search_mailbox"
+    assert answered["role"] == "tool"
+    assert answered["tool_call_id"] == "call_0"
+    hits = json.loads(answered["content"])["hits"]
+    assert [(hit["subject"], hit["sender"], hit["text"]) for hit in hits] == [
+        ("Invoice 18", "billing@example.com", "Due on 1 May."),
+        ("Invoice 17", "billing@example.com", "Due on 1 April."),
+    ]
+    [reply] = dovecot.fetch_all(alice)
+    assert b"Invoices 17 and 18 arrived." in reply.raw
+
+
+async def test_tools_are_offered_to_the_model_only_with_tools_true(
+    tmp_path: Path, model_server: ModelServer, dovecot, mail_accounts, smtp_relay, certs
+) -> None:
+    config = email_openai_config(
+        tmp_path, model_server, dovecot, smtp_relay, certs, mail_accounts.bot
+    )
+
+    with bot_from(config) as running:
+        tools = AgentTools.for_instance(running.runtime.runners[0].hooks, "email")
+        await agent(model_server, tools=True).respond(message(), [], tools)
+        await agent(model_server).respond(message(), [], tools)
+
+    offered, not_offered = (request["json"] for request in model_server.requests)
+    assert [tool["function"]["name"] for tool in offered["tools"]] == ["search_mailbox"]
+    assert "tools" not in not_offered
+
+
+async def test_bad_tool_calls_are_errors_for_the_model_and_rounds_are_bounded(
+    tmp_path: Path, model_server: ModelServer, dovecot, mail_accounts, smtp_relay, certs
+) -> None:
+    bot = mail_accounts.bot
+    config = email_openai_config(tmp_path, model_server, dovecot, smtp_relay, certs, bot)
+    asking = tool_call_completion(("search_mailbox", {"limit": 51}), ("delete_all", {}))
+    model_server.script = [
+        Scripted(body=asking),
+        Scripted(body=asking),
+        Scripted(body=completion("I could not search, sorry.")),
+    ]
+
+    with bot_from(config) as running:
+        tools = AgentTools.for_instance(running.runtime.runners[0].hooks, "email")
+        responses = await agent(model_server, tools=True, max_tool_rounds=2).respond(
+            message(), [], tools
+        )
+
+    assert responses == [OutboundResponse.Text("I could not search, sorry.")]
+    requests = [request["json"] for request in model_server.requests]
+    assert len(requests) == 3
+    assert "tool_choice" not in requests[1]
+    assert requests[2]["tool_choice"] == "none"
+    errors = [json.loads(m["content"])["error"] for m in requests[1]["messages"][-2:]]
+    assert errors == [
+        "limit must be a whole number from 1 to 50, not 51",
+        "unknown tool 'delete_all'; the tools are: search_mailbox",
+    ]

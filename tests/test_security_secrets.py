@@ -1,10 +1,11 @@
 """Passwords and tokens appear nowhere they do not belong.
 
-Each test runs the real ``spacebot`` command at DEBUG level with the protocol trace on
-(``-v --trace``: a whole exchange, a failed login, a config error, ``spacebot check``), then searches everything it wrote (standard
-output and error, and every file of the state directory) for every form a secret can
-take on the way: as written, escaped as an IMAP quoted string, as Python shows bytes,
-base64-encoded in an AUTH PLAIN or XOAUTH2 message, URL-encoded in a form, and any
+Each test runs the real ``spacebot`` command at DEBUG level with the protocol trace
+on (``-v --trace``: a whole exchange, a failed login, a config error, ``spacebot
+check``), then searches everything it wrote (standard output and error, and every
+file of the state directory) for every form a secret can take on the way: as written,
+escaped as an IMAP quoted string, as Python shows bytes, base64-encoded in an AUTH
+PLAIN or XOAUTH2 message, URL-encoded in a form, and any
 12-character piece of it.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from spacebot_core.agent import Agent
+from spacebot_core.tools import NO_TOOLS, AgentTools
 from spacebot_core.types import (
     AnyResponse,
     HistoryEntry,
@@ -28,7 +29,7 @@ class EchoAgent(Agent):
     settings_type = EchoSettings
 
     async def respond(
-        self, message: InboundMessage, history: list[HistoryEntry]
+        self, message: InboundMessage, history: list[HistoryEntry], tools: AgentTools = NO_TOOLS
     ) -> list[AnyResponse]:
         """A greeting, the text quoted line by line, and the attachments listed."""
         greeting = getattr(self.settings, "greeting", EchoSettings().greeting)

@@ -45,6 +45,7 @@ from spacebot_core.agent import Agent
 from spacebot_core.convert import dumps, loads
 from spacebot_core.hookspecs import hookimpl
 from spacebot_core.testing.host import SpacebotHost, toml_table
+from spacebot_core.tools import NO_TOOLS, AgentTools
 from spacebot_core.types import AnyResponse, HistoryEntry, InboundMessage, OutboundResponse
 
 T = TypeVar("T")
@@ -133,7 +134,10 @@ def recording_agent_plugin(recorder: AgentRecorder) -> object:
     @attrs.define(eq=False)
     class RecordingAgent(Agent):
         async def respond(
-            self, message: InboundMessage, history: list[HistoryEntry]
+            self,
+            message: InboundMessage,
+            history: list[HistoryEntry],
+            tools: AgentTools = NO_TOOLS,
         ) -> list[AnyResponse]:
             recorder.messages.append(message)
             return [OutboundResponse.Text(REPLY_PREFIX + message.text.strip())]

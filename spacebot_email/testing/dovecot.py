@@ -707,6 +707,10 @@ mail_location = maildir:~/Maildir:LAYOUT=fs
 namespace inbox {{
   inbox = yes
   separator = /
+  # A folder named Sent, once created, is the account's Sent folder (RFC 6154).
+  mailbox Sent {{
+    special_use = \\Sent
+  }}
 }}
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
