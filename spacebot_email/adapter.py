@@ -6,7 +6,7 @@ IMAP in (one long-lived connection per instance), SMTP out. A message is marked
 Mail is fetched in batches, the next while the runtime handles the current one, and
 acknowledged in one ``UID STORE`` per batch (:mod:`.intake`); between rounds the
 instance waits in IMAP IDLE where the server offers it. Replies go out over a small
-pool of SMTP connections, each conversation's in order (:class:`.smtp.SmtpPool`).
+pool of SMTP connections, each conversation's in order (:class:`.smtp_pool.SmtpPool`).
 """
 
 from __future__ import annotations
@@ -38,10 +38,13 @@ from spacebot_email import compose, oauth2, search, sender_auth
 from spacebot_email import settings as email_settings
 from spacebot_email.diagnosis import check_instance
 from spacebot_email.filters import is_own_address, sender_allowed
-from spacebot_email.imap import IDLE_RENEW_SECS, FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.imap import FolderMissingError, ImapSession
+from spacebot_email.imap_idle import IDLE_RENEW_SECS, idle_until_new_mail
+from spacebot_email.imap_responses import FetchedMail
 from spacebot_email.intake import Intake, Limits, parse_fetched
 from spacebot_email.normalize import to_inbound
-from spacebot_email.smtp import SmtpPool, SmtpSender
+from spacebot_email.smtp import SmtpSender
+from spacebot_email.smtp_pool import SmtpPool
 from spacebot_email.thread_history import ThreadHistory
 
 FAILED_KEYWORD = "$SpacebotFailed"
@@ -221,7 +224,7 @@ class EmailAdapter(Adapter):
 
     async def _idle(self, session: ImapSession) -> None:
         """IDLE on the first folder until new mail comes, the other folders are due, or
-        IDLE must be renewed (see :data:`.imap.IDLE_RENEW_SECS`)."""
+        IDLE must be renewed (see :data:`.imap_idle.IDLE_RENEW_SECS`)."""
         folders = self.settings.folders
         period = float(IDLE_RENEW_SECS)
         if len(folders) > 1:
@@ -231,7 +234,7 @@ class EmailAdapter(Adapter):
         self._log_wait_mode("waiting in IDLE on %s for new mail", folders[0])
         try:
             async with session.using(folders[0]):
-                self._push_only = await session.idle(period)
+                self._push_only = await idle_until_new_mail(session, period)
         except FolderMissingError as error:
             self.log.error("[%s] %s", self.runtime_key, error)
             await asyncio.sleep(min(period, self.poll_interval))

@@ -1,9 +1,10 @@
 """One logged-in IMAP connection over aioimaplib, and the few commands the bot needs.
 
 Implicit TLS, STARTTLS, or plain TCP (to a loopback host only; the settings refuse
-anything else). Every command has a timeout. Messages are fetched with
-``BODY.PEEK[]``, which never sets ``\\Seen`` by itself: the bot marks a message seen
-only after it was handled.
+anything else): connecting is :mod:`.imap_connect`'s job. Every command has a timeout.
+Messages are fetched with ``BODY.PEEK[]``, which never sets ``\\Seen`` by itself: the
+bot marks a message seen only after it was handled. The responses are read by
+:mod:`.imap_responses`, IDLE runs in :mod:`.imap_idle`.
 """
 
 from __future__ import annotations
@@ -11,120 +12,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import ssl
 from array import array
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Sequence
 
 import aioimaplib
 import attrs
 
 from spacebot_core.errors import ChannelError
-from spacebot_email.folder_names import decode_folder_name, quote_folder_name
+from spacebot_email.folder_names import quote_folder_name
+from spacebot_email.imap_arguments import quote_search, uid_set, uid_sets
 from spacebot_email.imap_auth import login_xoauth2
+from spacebot_email.imap_connect import RECONNECT_HINT, Security, connect
+from spacebot_email.imap_responses import (
+    FetchCommand,
+    FetchedMail,
+    FolderState,
+    announces_new_mail,
+    parse_fetch,
+    parse_list,
+    parse_search,
+    parse_select,
+    parse_sizes,
+    server_text,
+)
 from spacebot_email.oauth2 import OAuth2Error, TokenSource
 
 log = logging.getLogger(__name__)
-
-Security = Literal["tls", "starttls", "plain"]
 
 AUTH_FAILED_HINT = "Verify username and password; check if an app password is required"
 XOAUTH2_FAILED_HINT = (
     "The server refused the OAuth2 token: check that it was issued for this account "
     "with the mail scope (Gmail: https://mail.google.com/)"
 )
-TLS_FAILED_HINT = (
-    "Gmail/Outlook use imap_use_tls = true on port 993; for a server with a private CA "
-    "set tls_ca_file"
-)
 FLAGS_HINT = "Ensure the account has write permissions on the mailbox"
-RECONNECT_HINT = "spacebot reconnects by itself"
-
-#: How long one IDLE may last before it is ended and issued again. RFC 2177 lets a
-#: server log out a client after 30 minutes without a command (Gmail: 29); ending
-#: IDLE well before that keeps the connection and proves it is still alive.
-IDLE_RENEW_SECS = 25 * 60
-#: A UID set longer than this is sent over several commands: servers limit the length
-#: of a command line (Dovecot: 64 KB; some, 8 KB).
-MAX_UID_SET_CHARS = 4000
-
-_FETCH_START = re.compile(rb"^(\d+) FETCH \(")
-_UID = re.compile(rb"UID (\d+)")
-_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
-_FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
-_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
-_UIDNEXT = re.compile(rb"UIDNEXT (\d+)")
-_SEARCH_LINE = re.compile(rb"^(?:SEARCH)?[\d ]*$")
-_NUMBER = re.compile(rb"\d+")
-#: Untagged responses that announce new mail in the selected folder (``* 3 EXISTS``).
-_NEW_MAIL = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)$")
-_PERMANENT_FLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)")
-_LIST_LINE = re.compile(rb'^\((?P<attrs>[^)]*)\) (?:"[^"]*"|NIL) (?P<name>.+)$')
 
 
 class FolderMissingError(ChannelError):
     """A configured folder does not exist on the server."""
-
-
-@attrs.frozen
-class FetchedMail:
-    """One message as fetched: where it is, its flags, and its raw bytes."""
-
-    folder: str
-    uidvalidity: int
-    uid: int
-    flags: tuple[str, ...]
-    raw: bytes = attrs.field(repr=lambda raw: f"<{len(raw)} bytes>")
-    #: The whole message's size on the server (``RFC822.SIZE``).
-    size: int = attrs.field(default=0)
-    #: Only the first bytes were fetched, because the message is over the size limit.
-    partial: bool = False
-
-
-@attrs.frozen
-class FolderState:
-    """What SELECT said about a folder."""
-
-    name: str
-    uidvalidity: int
-    exists: int
-    writable: bool = True
-    #: The UID the next message will get; 0 when the server did not say.
-    uidnext: int = 0
-
-
-def uid_sets(uids: Iterable[int], max_chars: int = MAX_UID_SET_CHARS) -> Iterator[str]:
-    """UIDs as IMAP sequence sets of at most about ``max_chars`` characters each."""
-    runs = uid_set(uids).split(",") if uids else []
-    part: list[str] = []
-    length = 0
-    for run in runs:
-        if part and length + len(run) + 1 > max_chars:
-            yield ",".join(part)
-            part, length = [], 0
-        part.append(run)
-        length += len(run) + 1
-    if part:
-        yield ",".join(part)
-
-
-def uid_set(uids: Iterable[int]) -> str:
-    """UIDs as an IMAP sequence set, runs collapsed: ``1:3,7,9:10``."""
-    ordered = sorted(set(uids))
-    runs: list[str] = []
-    start = previous = None
-    for uid in ordered:
-        if start is None:
-            start = previous = uid
-        elif uid == previous + 1:
-            previous = uid
-        else:
-            runs.append(f"{start}:{previous}" if start != previous else str(start))
-            start = previous = uid
-    if start is not None:
-        runs.append(f"{start}:{previous}" if start != previous else str(start))
-    return ",".join(runs)
 
 
 @attrs.define(eq=False)
@@ -169,7 +94,7 @@ class ImapSession:
         :raises ChannelError: worded after the spec's troubleshooting table.
         """
         token = await token_source.token() if token_source is not None else None
-        client = await _connect(host, port, security, ssl_context, timeout)
+        client = await connect(host, port, security, ssl_context, timeout)
         session = cls(client, host, port, username, timeout)
         session._watch_untagged()
         try:
@@ -192,7 +117,7 @@ class ImapSession:
                 token_source.invalidate()  # revoked early, perhaps: the next try refreshes
             raise ChannelError(
                 f"Authentication failed for {username} at IMAP {host}:{port}"
-                f" ({_server_text(response)})",
+                f" ({server_text(response)})",
                 AUTH_FAILED_HINT if token is None else XOAUTH2_FAILED_HINT,
             )
         return session
@@ -230,7 +155,7 @@ class ImapSession:
             # SELECT's own EXISTS is the folder's size, not news.
             if (
                 self.selected is not None
-                and _NEW_MAIL.match(line)
+                and announces_new_mail(line)
                 and (pending is None or pending.name not in ("SELECT", "EXAMINE"))
             ):
                 self._pushed.add(self.selected.name)
@@ -276,12 +201,17 @@ class ImapSession:
         a higher UIDNEXT when the folder is selected again; a mail that arrives
         between a search and the next IDLE is announced that way, not in IDLE.
         """
-        if folder in self._pushed:
+        if self.mail_announced(folder):
             return True
         state = self.selected
         if state is None or state.name != folder or not state.uidnext:
             return False
         return state.uidnext > self._searched_uidnext.get(folder, state.uidnext)
+
+    def mail_announced(self, folder: str) -> bool:
+        """Whether an untagged ``EXISTS`` announced mail in ``folder`` since it was
+        searched (the part of :meth:`has_new_mail` that can change during IDLE)."""
+        return folder in self._pushed
 
     async def _command(self, what: str, call) -> aioimaplib.Response:
         if self.lost:
@@ -317,22 +247,10 @@ class ImapSession:
         if response.result != "OK":
             self.selected = None
             raise FolderMissingError(
-                f"folder '{folder}' cannot be opened on {self.host} ({_server_text(response)})",
+                f"folder '{folder}' cannot be opened on {self.host} ({server_text(response)})",
                 "check the name in folders = [...]; 'spacebot check' lists the folders that exist",
             )
-        uidvalidity = 0
-        exists = 0
-        uidnext = 0
-        for line in response.lines:
-            if isinstance(line, bytes | bytearray):
-                if match := _UIDVALIDITY.search(line):
-                    uidvalidity = int(match.group(1))
-                if match := _UIDNEXT.search(line):
-                    uidnext = int(match.group(1))
-                if line.endswith(b" EXISTS"):
-                    exists = int(line.split()[0])
-        writable = _can_set_seen([bytes(line) for line in response.lines])
-        self.selected = FolderState(folder, uidvalidity, exists, writable, uidnext)
+        self.selected = parse_select(folder, response.lines)
         return self.selected
 
     async def list_folders(self) -> list[str]:
@@ -344,12 +262,7 @@ class ImapSession:
         and the other RFC 6154 special uses where the server marks them, ``\\Noselect``.
         """
         response = await self._command("LIST", self.client.list('""', "*"))
-        folders = []
-        for line in response.lines:
-            if isinstance(line, bytes | bytearray) and (match := _LIST_LINE.match(bytes(line))):
-                name = decode_folder_name(match.group("name").decode().strip('"'))
-                folders.append((name, frozenset(match.group("attrs").decode().split())))
-        return folders
+        return parse_list(response.lines)
 
     async def search_unseen(self, without_keywords: Sequence[str] = ()) -> array[int]:
         """UIDs of the selected folder's messages without ``\\Seen``, oldest first.
@@ -379,24 +292,15 @@ class ImapSession:
         for position, value in enumerate(values):
             if position < len(values) - 1:
                 criteria.append("OR")
-            criteria += ["HEADER", name, _quote_search(value)]
+            criteria += ["HEADER", name, quote_search(value)]
         if not criteria:
             return array("I")
         return await self._search(f"UID SEARCH HEADER {name}", criteria)
 
     async def _search(self, what: str, criteria: list[str]) -> array[int]:
-        """The UIDs found, ascending, as an array of 4-byte numbers: a search finding
-        50,000 mails then holds 200 KB, where a list of ints holds 4 MB."""
+        """The UIDs found, ascending (see :func:`.imap_responses.parse_search`)."""
         response = await self._command(what, self.client.uid_search(*criteria, charset=None))
-        # aioimaplib hands over the untagged "* SEARCH 1 2 3" as b"1 2 3"; the last
-        # line is the tagged completion text.
-        uids = array("I")
-        for line in response.lines[:-1]:
-            if _SEARCH_LINE.match(line):
-                uids.extend(int(number.group()) for number in _NUMBER.finditer(line))
-        if any(uids[index] > uids[index + 1] for index in range(len(uids) - 1)):
-            uids = array("I", sorted(uids))
-        return uids
+        return parse_search(response.lines)
 
     async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """Each UID's size in bytes, without downloading bodies."""
@@ -405,13 +309,7 @@ class ImapSession:
         response = await self._command(
             "UID FETCH RFC822.SIZE", self._uid_fetch(uid_set(uids), "(UID RFC822.SIZE)")
         )
-        sizes: dict[int, int] = {}
-        for line in response.lines:
-            if isinstance(line, bytes | bytearray):
-                uid, size = _UID.search(line), _SIZE.search(line)
-                if uid and size:
-                    sizes[int(uid.group(1))] = int(size.group(1))
-        return sizes
+        return parse_sizes(response.lines)
 
     async def fetch(self, uids: Sequence[int]) -> list[FetchedMail]:
         """The raw bytes and flags of the given UIDs of the selected folder.
@@ -425,7 +323,7 @@ class ImapSession:
             "UID FETCH BODY.PEEK[]",
             self._uid_fetch(uid_set(uids), "(UID FLAGS BODY.PEEK[])"),
         )
-        return list(_parse_fetch(response.lines, self.selected))
+        return list(parse_fetch(response.lines, self.selected))
 
     async def fetch_partial(self, uids: Sequence[int], max_bytes: int) -> list[FetchedMail]:
         """The first ``max_bytes`` of each message (headers, then the start of the body).
@@ -439,7 +337,7 @@ class ImapSession:
             "UID FETCH BODY.PEEK[]<partial>",
             self._uid_fetch(uid_set(uids), f"(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)"),
         )
-        return list(_parse_fetch(response.lines, self.selected, partial=True))
+        return list(parse_fetch(response.lines, self.selected, partial=True))
 
     async def execute(self, what: str, command: aioimaplib.Command) -> aioimaplib.Response:
         """Run an aioimaplib command object with this session's timeout and error
@@ -449,11 +347,12 @@ class ImapSession:
         return await self._command(what, self.client.protocol.execute(command))
 
     async def _uid_fetch(self, message_set: str, items: str) -> aioimaplib.Response:
-        """``UID FETCH`` through :class:`_FetchCommand` (its timeout is ``_command``'s)."""
+        """``UID FETCH`` through :class:`.imap_responses.FetchCommand` (its timeout is
+        ``_command``'s)."""
         protocol = self.client.protocol
         if protocol.state != "SELECTED":
             raise aioimaplib.Abort(f"command UID FETCH illegal in state {protocol.state}")
-        command = _FetchCommand(
+        command = FetchCommand(
             protocol.new_tag(), message_set, items, prefix="UID", loop=protocol.loop
         )
         return await protocol.execute(command)
@@ -474,7 +373,7 @@ class ImapSession:
             if response.result != "OK":
                 folder = self.selected.name if self.selected else "?"
                 raise ChannelError(
-                    f"the server refused to set {flags} in '{folder}' ({_server_text(response)})",
+                    f"the server refused to set {flags} in '{folder}' ({server_text(response)})",
                     FLAGS_HINT,
                 )
 
@@ -489,7 +388,7 @@ class ImapSession:
         if response.result != "OK":
             folder = self.selected.name if self.selected else "?"
             raise ChannelError(
-                f"the server refused to remove {flags} in '{folder}' ({_server_text(response)})",
+                f"the server refused to remove {flags} in '{folder}' ({server_text(response)})",
                 FLAGS_HINT,
             )
 
@@ -500,296 +399,8 @@ class ImapSession:
             self.client.append(raw, mailbox=quote_folder_name(folder), flags=flags),
         )
         if response.result != "OK":
-            raise ChannelError(f"cannot store a message in '{folder}': {_server_text(response)}")
+            raise ChannelError(f"cannot store a message in '{folder}': {server_text(response)}")
 
     async def noop(self) -> None:
         """Ask the server for news; proves the connection is alive."""
         await self._command("NOOP", self.client.noop())
-
-    async def idle(self, timeout: float) -> bool:
-        """Wait in IDLE on the selected folder until the server announces new mail.
-
-        Returns at once when news came before (see :meth:`has_new_mail`). Ends IDLE
-        with ``DONE`` however the wait ends, a cancellation included, so that the
-        connection can take commands again.
-
-        :param timeout: the longest wait in seconds; keep it under
-            :data:`IDLE_RENEW_SECS`.
-        :return: True when new mail was announced, False when ``timeout`` passed.
-        :raises ChannelError: the server refused IDLE or the connection broke.
-        """
-        _raise_if_cancelled()
-        if self.lost:
-            raise ChannelError(f"IMAP connection to {self.host}:{self.port} is closed")
-        if self.selected is None:
-            raise ChannelError("IDLE needs a selected folder")
-        folder = self.selected.name
-        self._drain_idle_queue()
-        if self.has_new_mail(folder):
-            return True
-        starting = asyncio.ensure_future(self.client.idle_start(timeout))
-        try:
-            idling = await asyncio.wait_for(asyncio.shield(starting), self.timeout)
-        except asyncio.CancelledError:
-            await self._abandon_idle(starting)
-            raise
-        except (TimeoutError, aioimaplib.AioImapException, OSError) as error:
-            self.lost = True  # IDLE may or may not be running: the connection is unusable
-            starting.cancel()
-            raise ChannelError(
-                f"IMAP server {self.host}:{self.port} did not start IDLE in '{folder}'"
-                f" ({error or type(error).__name__})",
-                RECONNECT_HINT,
-            ) from None
-        try:
-            _raise_if_cancelled()
-            pushed = await self._wait_for_push(folder, timeout)
-        except BaseException:
-            await self._end_idle(idling, quietly=True)
-            raise
-        await self._end_idle(idling)
-        return pushed
-
-    async def _wait_for_push(self, folder: str, timeout: float) -> bool:
-        """Read what the server sends during IDLE until new mail, time up, or a break."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            # aioimaplib's own timer ends the wait at ``timeout``; the margin only
-            # guards against that timer never firing.
-            remaining = max(0.0, deadline - loop.time()) + self.timeout
-            try:
-                lines = await self.client.wait_server_push(remaining)
-            except TimeoutError:
-                return False
-            _raise_if_cancelled()
-            if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
-                return False
-            if self.lost or any(bytes(line).startswith(b"BYE") for line in lines):
-                self.lost = True
-                raise ChannelError(
-                    f"IMAP server {self.host}:{self.port} closed the connection during IDLE",
-                    RECONNECT_HINT,
-                )
-            if folder in self._pushed:
-                return True
-
-    async def _abandon_idle(self, starting: asyncio.Future) -> None:
-        """Cancelled while IDLE was starting: the command may be out, so end it, or a
-        LOGOUT after it would wait for an IDLE that never ends."""
-        try:
-            idling = await asyncio.wait_for(asyncio.shield(starting), self.timeout)
-        except Exception:  # it did not start, or the connection is gone
-            self.lost = True
-            starting.cancel()
-            return
-        await self._end_idle(idling, quietly=True)
-
-    async def _end_idle(self, idling: asyncio.Future, *, quietly: bool = False) -> None:
-        """Send ``DONE`` and wait for the server to end IDLE.
-
-        :param quietly: on the way out of an error or a cancellation: never raise.
-        """
-        if not idling.done() and not self.lost:
-            self.client.idle_done()
-            try:
-                await asyncio.wait_for(asyncio.shield(idling), self.timeout)
-            except (TimeoutError, aioimaplib.AioImapException, OSError) as error:
-                if not quietly:
-                    raise ChannelError(
-                        f"IMAP server {self.host}:{self.port} did not end IDLE ({error!r})",
-                        RECONNECT_HINT,
-                    ) from None
-        if not idling.done():
-            idling.cancel()
-        elif not idling.cancelled() and idling.exception() is not None and not quietly:
-            raise ChannelError(
-                f"IDLE failed on {self.host}:{self.port} ({idling.exception()})", RECONNECT_HINT
-            )
-
-    def _drain_idle_queue(self) -> None:
-        """Forget what an earlier IDLE left queued; new mail is tracked separately."""
-        queue = self.client.protocol.idle_queue
-        while not queue.empty():
-            queue.get_nowait()
-
-
-class _FetchCommand(aioimaplib.aioimaplib.FetchCommand):
-    """aioimaplib's FETCH command, with its end-of-message check in constant time.
-
-    aioimaplib asks after every line whether the last message's parentheses are
-    closed, by joining and scanning every line since that message's start: with many
-    lines that grows with their square. This keeps a running count instead. It has no
-    inactivity timer of its own (one per line is a cost too): :meth:`ImapSession._command`
-    bounds the whole command.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._open_parentheses = 0
-
-    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
-        """Keep the line; count its parentheses (literals arrive as bytearray)."""
-        super().append_to_resp(line, result)
-        if type(line) is bytes:
-            if self.FETCH_MESSAGE_DATA_RE.match(line):
-                self._open_parentheses = 0
-            self._open_parentheses += line.count(b"(") - line.count(b")")
-
-    def wait_data(self) -> bool:
-        """Whether the current message's FETCH response continues on the next line."""
-        return self._open_parentheses != 0
-
-
-def _raise_if_cancelled() -> None:
-    """Raise the cancellation that Python 3.11's ``wait_for`` may have swallowed.
-
-    When a command's answer and a cancellation arrive together, ``wait_for`` returns
-    the answer and the cancellation is lost; an IDLE begun after that would outlive
-    the task that was told to stop, and block the LOGOUT behind it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _parse_fetch(
-    lines: Sequence[bytes | bytearray], folder: FolderState, *, partial: bool = False
-) -> Iterable[FetchedMail]:
-    """FETCH responses with a literal: ``N FETCH (UID u FLAGS (...) BODY[] {n}``, data, ``)``.
-
-    Servers order the items as they like (FLAGS may follow the literal), and may slip in
-    unsolicited FETCH lines without a body, which are skipped.
-    """
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if isinstance(line, bytearray) or not _FETCH_START.match(line) or not line.endswith(b"}"):
-            continue
-        if index >= len(lines) or not isinstance(lines[index], bytearray):
-            continue
-        raw = bytes(lines[index])
-        trailer = lines[index + 1] if index + 1 < len(lines) else b""
-        index += 2
-        items = bytes(line) + b" " + bytes(trailer)
-        uid = _UID.search(items)
-        if uid is None:
-            continue
-        flags = _FLAGS.search(items)
-        flag_names = tuple(flags.group(1).decode().split()) if flags else ()
-        size = _SIZE.search(items)
-        yield FetchedMail(
-            folder.name,
-            folder.uidvalidity,
-            int(uid.group(1)),
-            flag_names,
-            raw,
-            size=int(size.group(1)) if size else len(raw),
-            partial=partial,
-        )
-
-
-def _quote_search(value: str) -> str:
-    """A search string as an IMAP quoted string; values with line breaks cannot be sent."""
-    if any(char in value for char in "\r\n\0"):
-        raise ValueError("an IMAP search value cannot hold a line break or NUL")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _can_set_seen(select_lines: list[bytes]) -> bool:
-    """Whether SELECT said the folder is writable and ``\\Seen`` can be stored."""
-    for line in select_lines:
-        if b"[READ-ONLY]" in line:
-            return False
-        if (match := _PERMANENT_FLAGS.search(line)) and b"\\Seen" not in match.group(1):
-            return False
-    return True
-
-
-def _server_text(response: aioimaplib.Response) -> str:
-    for line in reversed(response.lines):
-        if isinstance(line, bytes) and line.strip():
-            return line.decode("utf-8", errors="replace").strip()
-    return response.result
-
-
-async def _connect(
-    host: str, port: int, security: Security, ssl_context: ssl.SSLContext | None, timeout: float
-) -> aioimaplib.IMAP4:
-    if security == "tls":
-        client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
-            host, port, timeout=timeout, ssl_context=ssl_context or ssl.create_default_context()
-        )
-    elif security == "starttls":
-        client = _StartTlsIMAP4(host, port, timeout=timeout, ssl_context=ssl_context)
-    else:
-        client = aioimaplib.IMAP4(host, port, timeout=timeout)
-    try:
-        await client.wait_hello_from_server()
-    except ssl.SSLError as error:
-        raise ChannelError(
-            f"TLS handshake failed with IMAP {host}:{port} ({error.reason or error})",
-            TLS_FAILED_HINT,
-        ) from None
-    except TimeoutError:
-        raise ChannelError(
-            f"cannot reach IMAP server {host}:{port}: no greeting within {timeout:g} s",
-            _port_hint(security),
-        ) from None
-    except OSError as error:
-        raise ChannelError(
-            f"cannot reach IMAP server {host}:{port} ({error.strerror or error})",
-            "check imap_host and imap_port, and that the server is running",
-        ) from None
-    except aioimaplib.AioImapException as error:
-        raise ChannelError(f"IMAP server {host}:{port} refused the session: {error}") from None
-    return client
-
-
-def _port_hint(security: Security) -> str:
-    if security == "tls":
-        return "imap_use_tls = true needs an implicit-TLS port (usually 993)"
-    return "check imap_host, imap_port and the TLS settings (993 is implicit TLS)"
-
-
-class _StartTlsIMAP4(aioimaplib.IMAP4):
-    """aioimaplib's client on a connection that was upgraded with STARTTLS first.
-
-    aioimaplib has no STARTTLS. We speak the three lines of it ourselves (greeting,
-    ``STARTTLS``, ``OK``), upgrade the socket, and hand the TLS transport to
-    aioimaplib's protocol as if the server had just greeted it, which makes it ask for
-    the capabilities again, as RFC 3501 requires after STARTTLS.
-    """
-
-    #: The stream the handshake ran on. Held for the connection's lifetime: a
-    #: StreamWriter that is garbage-collected closes its transport, which aioimaplib
-    #: now reads from.
-    stream_writer: asyncio.StreamWriter | None = None
-
-    def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
-        local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
-        context = ssl_context or ssl.create_default_context()
-        self._client_task = local_loop.create_task(self._starttls_handshake(host, port, context))
-
-    async def _starttls_handshake(self, host: str, port: int, context: ssl.SSLContext) -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        self.stream_writer = writer
-        greeting = await reader.readline()
-        if not greeting.startswith(b"* OK"):
-            writer.close()
-            raise aioimaplib.Error(f"unexpected greeting {greeting[:80]!r}")
-        writer.write(b"S1 STARTTLS\r\n")
-        line = await reader.readline()
-        while line.startswith(b"*"):
-            line = await reader.readline()
-        if not line.startswith(b"S1 OK"):
-            writer.close()
-            refusal = line.decode(errors="replace").strip()
-            raise ssl.SSLError(f"the server refused STARTTLS: {refusal}")
-        await writer.start_tls(context, server_hostname=host)
-        transport = writer.transport
-        transport.set_protocol(self.protocol)
-        self.protocol.connection_made(transport)
-        self.protocol.data_received(b"* OK TLS is active\r\n")

@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 
 from spacebot_core.types import Attachment
-from spacebot_email.imap import FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.imap import FolderMissingError, ImapSession
+from spacebot_email.imap_responses import FetchedMail
 from spacebot_email.parse import HTML_INPUT_FACTOR, ParsedMail, parse_mail
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -49,7 +48,8 @@ import attrs
 from spacebot_core.errors import SearchError
 from spacebot_core.tools import newest_first
 from spacebot_core.types import SEARCH_TEXT_CHARS, SearchHit, SearchQuery
-from spacebot_email.imap import FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.imap import FolderMissingError, ImapSession
+from spacebot_email.imap_responses import FetchedMail, parse_search
 from spacebot_email.parse import parse_mail
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 #: What may stand in a quoted string as it is: printable ASCII.
 _QUOTABLE = re.compile(r"[\x20-\x7e]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SEARCH_LINE = re.compile(rb"^(?:SEARCH)?[\d ]*$")
-_NUMBER = re.compile(rb"\d+")
 
 
 @attrs.frozen
@@ -188,18 +186,8 @@ async def _search_folder(
         response = await session.execute(f"UID SEARCH in {folder}", command)
         if response.result != "OK":
             raise SearchError(f"the server refused the search in {folder!r}: {_text(response)}")
-        newest = _uids(response.lines)[-limit:]
+        newest = list(parse_search(response.lines))[-limit:]
         return await session.fetch_partial(newest, FETCH_BYTES)
-
-
-def _uids(lines: Sequence[bytes | bytearray]) -> list[int]:
-    """The UIDs of a SEARCH response (aioimaplib hands ``* SEARCH 1 2`` as ``1 2``),
-    ascending; the last line is the tagged completion text."""
-    uids: list[int] = []
-    for line in lines[:-1]:
-        if isinstance(line, bytes) and _SEARCH_LINE.match(line):
-            uids.extend(int(number.group()) for number in _NUMBER.finditer(line))
-    return sorted(set(uids))
 
 
 def _text(response: aioimaplib.Response) -> str:

@@ -5,18 +5,17 @@ opens one connection (connect, TLS, login) that can send several messages, and
 :meth:`SmtpSender.send` is the one-shot form. :meth:`SmtpSender.check` runs the same
 steps for ``spacebot check`` and reports each one. Every failure surfaces as a
 :class:`~spacebot_core.errors.ChannelError` in the words of the spec's troubleshooting
-table, with a hint; the password is never part of a message, a repr or a log line.
+table, with a hint (:mod:`.smtp_errors`); the password is never part of a message, a
+repr or a log line. Connections kept open between sends are :mod:`.smtp_pool`'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from types import TracebackType
@@ -28,28 +27,11 @@ import attrs
 from spacebot_core.checks import CheckResult
 from spacebot_core.errors import ChannelError
 from spacebot_email.oauth2 import OAuth2Error, TokenSource
+from spacebot_email.smtp_errors import HINT_PLAINTEXT, HINT_XOAUTH2, translate_error
 
 logger = logging.getLogger(__name__)
 
 Security = Literal["starttls", "tls", "plain"]
-
-HINT_PLAINTEXT = "set smtp_use_starttls = true or smtp_use_tls = true, or use a loopback host"
-HINT_AUTH = "Verify SMTP credentials; check if 2FA app password is required"
-HINT_XOAUTH2 = (
-    "The server refused the OAuth2 token: check that it was issued for this account "
-    "with the scope that allows sending (Gmail: https://mail.google.com/)"
-)
-HINT_TLS = (
-    "Gmail/Outlook use smtp_use_starttls = true on port 587 (or TLS on 465); "
-    "for a private CA set tls_ca_file"
-)
-HINT_UNREACHABLE = (
-    "Check smtp_host and smtp_port and that the network allows the connection; "
-    "port 587 needs smtp_use_starttls = true, port 465 smtp_use_tls = true"
-)
-
-#: RFC 4954: "530 5.7.0 Authentication required" (also sent for "STARTTLS first").
-_AUTH_REQUIRED = 530
 
 _Step = Callable[[], Awaitable[str]]
 
@@ -391,249 +373,10 @@ class SmtpSession:
 
     def _error(self, exc: BaseException, stage: str) -> ChannelError:
         """The user-facing error for ``exc``, raised while doing ``stage``."""
-        error = _translate(self.settings, exc, stage)
+        error = translate_error(self.settings, exc, stage)
         # The caller logs the ChannelError; keep the raw exception for debugging.
         logger.debug("%s (%s: %s)", error.args[0], stage, self.settings.redact(repr(exc)))
         return error
-
-
-@attrs.define(eq=False)
-class SmtpPool:
-    """Up to ``size`` SMTP connections, kept open between sends and shared by them.
-
-    A send takes an idle connection, or opens one while fewer than ``size`` are open,
-    and gives it back afterwards: up to ``size`` sends run at once, each on its own
-    connection, so one slow send holds up no other, and a reply costs no new connect,
-    TLS handshake or login. Sends with the same ``order_key`` (a conversation) go out
-    one after another, in the order they were asked for.
-
-    A connection the server closed, or left unused longer than ``max_idle_secs``
-    (servers drop idle clients after a few minutes), is replaced rather than reused;
-    a reused one that turns out to be closed when the send starts is retried once on
-    a fresh connection, as the server cannot have accepted the mail.
-    """
-
-    sender: SmtpSender
-    size: int = 2
-    max_idle_secs: float = 60.0
-    _idle: list[tuple[SmtpSession, float]] = attrs.field(factory=list, init=False, repr=False)
-    _slots: asyncio.Semaphore | None = attrs.field(default=None, init=False, repr=False)
-    _order: dict[str, tuple[asyncio.Lock, int]] = attrs.field(factory=dict, init=False, repr=False)
-
-    async def send(
-        self,
-        message: EmailMessage,
-        *,
-        sender: str | None = None,
-        recipients: Sequence[str] | None = None,
-        order_key: str | None = None,
-    ) -> None:
-        """Send one message over a pooled connection (see :meth:`SmtpSession.send`).
-
-        :param order_key: sends with the same key never overlap and keep their order.
-        :raises ChannelError: any failure, with a hint for the user.
-        """
-        if order_key is None:
-            await self._send(message, sender, recipients)
-            return
-        lock, users = self._order.get(order_key) or (asyncio.Lock(), 0)
-        self._order[order_key] = (lock, users + 1)
-        try:
-            async with lock:
-                await self._send(message, sender, recipients)
-        finally:
-            lock, users = self._order[order_key]
-            if users <= 1:
-                del self._order[order_key]
-            else:
-                self._order[order_key] = (lock, users - 1)
-
-    async def close(self) -> None:
-        """Close every idle connection (QUIT, bounded by the timeout)."""
-        idle, self._idle = self._idle, []
-        for session, _ in idle:
-            await session.close()
-
-    async def _send(
-        self, message: EmailMessage, sender: str | None, recipients: Sequence[str] | None
-    ) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, self.size))
-        async with self._slots:
-            session, reused = await self._take()
-            try:
-                await session.send(message, sender=sender, recipients=recipients)
-            except ChannelError as error:
-                await session.close()
-                if not (reused and _disconnected(error)):
-                    raise
-                logger.debug(
-                    "SMTP connection to %s was closed; sending on a new one", self.sender.address
-                )
-                session, _ = await self._open()
-                try:
-                    await session.send(message, sender=sender, recipients=recipients)
-                except BaseException:
-                    await session.close()
-                    raise
-            except BaseException:
-                await session.close()
-                raise
-            self._idle.append((session, time.monotonic()))
-
-    async def _take(self) -> tuple[SmtpSession, bool]:
-        """An idle connection still fit to use, else a new one; and whether it is reused."""
-        now = time.monotonic()
-        while self._idle:
-            session, since = self._idle.pop()
-            if session.is_open and now - since < self.max_idle_secs:
-                return session, True
-            await session.close()
-        return await self._open()
-
-    async def _open(self) -> tuple[SmtpSession, bool]:
-        session = self.sender.session()
-        await session.open()
-        return session, False
-
-
-def _disconnected(error: ChannelError) -> bool:
-    """Whether a send failed because the server had closed the connection."""
-    return isinstance(error.__cause__, aiosmtplib.SMTPServerDisconnected | ConnectionError)
-
-
-def _translate(settings: SmtpSender, exc: BaseException, stage: str) -> ChannelError:
-    """Map an aiosmtplib or socket exception to the spec's wording.
-
-    Checked from the most specific cause: a TLS failure is often wrapped in a
-    connection error by aiosmtplib, so the chain is searched for it first.
-    """
-    where = settings.address
-    tls_failure = _find_ssl_error(exc)
-    if tls_failure is not None:
-        return ChannelError(
-            f"TLS handshake failed with {where} ({_ssl_reason(tls_failure)})", HINT_TLS
-        )
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return ChannelError(
-            f"SMTP authentication failed for {settings.username} at {where}", HINT_AUTH
-        )
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused | aiosmtplib.SMTPRecipientRefused):
-        return _refused_error(settings, exc)
-    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == _AUTH_REQUIRED:
-        return ChannelError(
-            f"SMTP server {where} requires login before sending ({_reason(settings, exc)})",
-            "Set smtp_username and smtp_password, with smtp_use_starttls = true "
-            "or smtp_use_tls = true",
-        )
-    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        return ChannelError(
-            f"SMTP server {where} refused the sender {exc.sender} "
-            f"({exc.code} {settings.redact(exc.message)})",
-            "Set from_address to an address this SMTP account may send as",
-        )
-    if stage == "tls" and isinstance(exc, aiosmtplib.SMTPException | OSError):
-        return ChannelError(
-            f"TLS handshake failed with {where} ({_reason(settings, exc)})", HINT_TLS
-        )
-    if isinstance(exc, aiosmtplib.SMTPConnectError) or (
-        stage == "connect" and isinstance(exc, OSError)
-    ):
-        return ChannelError(
-            f"cannot reach SMTP server {where} ({_connect_reason(settings, exc)})",
-            HINT_UNREACHABLE,
-        )
-    return _session_error(settings, exc, stage)
-
-
-def _session_error(settings: SmtpSender, exc: BaseException, stage: str) -> ChannelError:
-    """The error for a failure once connected: timeouts, drops, refusals, bad input."""
-    where = settings.address
-    reason = _reason(settings, exc)
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-        return ChannelError(
-            f"SMTP server {where} did not answer within {settings.timeout:g}s ({reason})",
-            "The server is overloaded or the network drops packets; it is retried later",
-        )
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
-        return ChannelError(
-            f"SMTP server {where} closed the connection ({reason})",
-            "It is retried later; if it persists, check the server's limits and logs",
-        )
-    if isinstance(exc, aiosmtplib.SMTPDataError):
-        return ChannelError(
-            f"SMTP server {where} rejected the message ({reason})",
-            "The server's reply says why: often size limits or content filtering",
-            permanent=exc.code >= 500,
-        )
-    if stage == "login":
-        return ChannelError(
-            f"SMTP server {where} does not offer login ({reason})",
-            "Most servers offer AUTH only after STARTTLS or on the TLS port; "
-            "set smtp_use_starttls = true or smtp_use_tls = true",
-        )
-    if isinstance(exc, ValueError):
-        return ChannelError(
-            f"cannot send through {where}: {reason}",
-            "Check from_address and the recipient address",
-        )
-    return ChannelError(
-        f"SMTP server {where} failed ({reason})",
-        "See the server's reply; it is retried later",
-    )
-
-
-def _refused_error(settings: SmtpSender, exc: BaseException) -> ChannelError:
-    """The error naming each refused recipient with the server's reason."""
-    refusals = exc.recipients if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) else [exc]
-    named = "; ".join(
-        f"{item.recipient} ({item.code} {settings.redact(item.message)})" for item in refusals
-    )
-    return ChannelError(
-        f"SMTP server {settings.address} refused the recipient {named}",
-        "Check the recipient address; the server will not accept mail for it",
-        permanent=all(item.code >= 500 for item in refusals),
-    )
-
-
-def _find_ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS error in ``exc`` or in what caused it, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _ssl_reason(error: ssl.SSLError) -> str:
-    """A short reason: the verification message, else OpenSSL's reason code."""
-    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
-        return f"certificate verify failed: {error.verify_message}"
-    return error.reason or str(error)
-
-
-def _reason(settings: SmtpSender, exc: BaseException) -> str:
-    """The exception as a short, redacted reason for a message."""
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        text = f"{exc.code} {exc.message}"
-    else:
-        text = str(exc) or type(exc).__name__
-    return settings.redact(" ".join(text.split())).rstrip(".")
-
-
-def _connect_reason(settings: SmtpSender, exc: BaseException) -> str:
-    """Why a connection failed, without aiosmtplib's repetition of host and port."""
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
-        return f"no answer within {settings.timeout:g}s"
-    cause = exc if isinstance(exc, OSError) and exc.strerror else exc.__cause__
-    if isinstance(cause, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    return _reason(settings, exc)
 
 
 def _tls_version(client: aiosmtplib.SMTP) -> str:

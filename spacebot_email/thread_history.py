@@ -28,7 +28,8 @@ import attrs
 from spacebot_core.types import HistoryEntry, InboundMessage
 from spacebot_email.compose import reply_message_id
 from spacebot_email.filters import is_own_address
-from spacebot_email.imap import FetchedMail, FolderMissingError, ImapSession
+from spacebot_email.imap import FolderMissingError, ImapSession
+from spacebot_email.imap_responses import FetchedMail
 from spacebot_email.intake import parse_fetched, partial_bytes
 from spacebot_email.normalize import to_inbound
 from spacebot_email.settings import EmailSettings

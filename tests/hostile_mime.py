@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from spacebot_email import compose
 from spacebot_email.adapter import EmailAdapter
-from spacebot_email.imap import FetchedMail
+from spacebot_email.imap_responses import FetchedMail
 from spacebot_email.settings import EmailSettings, finalize
 
 

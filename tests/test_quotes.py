@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from spacebot_core.types import MessageContent
 from spacebot_email.adapter import EmailAdapter
-from spacebot_email.imap import FetchedMail
+from spacebot_email.imap_responses import FetchedMail
 from spacebot_email.normalize import to_inbound
 from spacebot_email.parse import ParsedMail, parse_mail
 from spacebot_email.quotes import ReplyParts, split_html_reply, split_reply

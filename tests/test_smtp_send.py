@@ -24,14 +24,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from spacebot_core.errors import ChannelError
 from spacebot_email.compose import compose_reply, reply_message_id
-from spacebot_email.smtp import (
-    HINT_AUTH,
-    HINT_PLAINTEXT,
-    HINT_TLS,
-    HINT_UNREACHABLE,
-    SmtpSender,
-    is_loopback_host,
-)
+from spacebot_email.smtp import SmtpSender, is_loopback_host
+from spacebot_email.smtp_errors import HINT_AUTH, HINT_PLAINTEXT, HINT_TLS, HINT_UNREACHABLE
 
 BOT = "bot@example.com"
 LOGIN = "bot"
