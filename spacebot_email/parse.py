@@ -12,6 +12,11 @@ With ``strip_quoted`` (the default), the body is also split into what the sender
 now, the quoted history and the signature (through :mod:`spacebot_email.quotes`; for
 HTML, before conversion to text).
 
+Base64 attachments cost little: the stdlib parser handles a mail line by line, so
+before it runs, each long run of base64 lines is replaced by one placeholder line,
+and put back into the parsed tree afterwards (see :func:`_parse_elided`; the result is
+the stdlib's own, byte for byte); such a part is then decoded in one ``binascii`` call.
+
 Hostile mail runs in bounded time: a mail declaring more than
 :data:`MAX_BOUNDARIES` multipart boundaries is read for its headers only (the stdlib
 parser checks every line against every open boundary, so deep nesting costs
@@ -69,7 +74,19 @@ MAX_PARTS = 1000
 #: (markdownify takes about 2 microseconds a character: 400 KB in about a second).
 HTML_INPUT_FACTOR = 4
 
-_COMPAT32 = policy.compat32
+
+class _Part(Message):
+    """A parsed part; ``blob`` holds its base64 body's lines when the parser was spared them.
+
+    Set by :func:`_restore_blobs` on a part whose whole payload was one elided run of
+    base64 lines: :func:`_payload_bytes` then decodes them in one call.
+    """
+
+    blob: _Run | None = None
+
+
+#: compat32, building :class:`_Part` objects (the parser does nothing else differently).
+_COMPAT32 = policy.compat32.clone(message_factory=_Part)
 
 
 class _AsParsedPolicy(policy.Compat32):
@@ -87,6 +104,17 @@ class _AsParsedPolicy(policy.Compat32):
 
 _SERIALIZE_POLICY = _AsParsedPolicy()
 _BOUNDARY_DECLARATION = re.compile(rb"boundary\s*=", re.IGNORECASE)
+#: Runs of base64 lines shorter than this go through the stdlib parser as they are.
+_MIN_BLOB_BYTES = 2048
+#: The placeholder line for the n-th elided run is ``SpacebotElidedBlob<n>x``: base64
+#: letters only, so the parser treats it as it treats the lines it stands for.
+_BLOB_MARK = "SpacebotElidedBlob"
+_BLOB_TOKEN = re.compile(_BLOB_MARK + r"(\d+)x")
+_BLOB_LINE = re.compile(_BLOB_MARK + r"(\d+)x(?:\r\n|\n)?")
+#: An empty line (after ``\n``: a line start whatever the line ends), and the run of
+#: non-empty base64 lines (ending in CRLF or LF) that may follow it.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_BASE64_LINES = re.compile(rb"(?:[A-Za-z0-9+/=]++(?:\r\n|\n))++")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?]*)\?=")
 _ADDRESS_SPECIALS = frozenset('"()\\;:[]')
 _SIMPLE_ADDRESS = re.compile(r"\s*(?:([^<>@]*?)\s*<([^<>\s]+@[^<>\s]+)>|([^<>\s]+@[^<>\s]+))\s*")
@@ -269,15 +297,147 @@ def _message_from_bytes(raw: bytes) -> tuple[Message, bool]:
     :return: the message, and whether its body was parsed too.
     """
     parser = BytesParser(policy=_COMPAT32)
-    if len(_BOUNDARY_DECLARATION.findall(raw)) <= MAX_BOUNDARIES:
+    if not _too_many_boundaries(raw):
         try:
-            return parser.parsebytes(raw), True
+            return _parse_elided(parser, raw), True
         except RecursionError:
             # message/rfc822 nested about a thousand deep: the parser recurses per level.
             pass
     msg = parser.parsebytes(raw, headersonly=True)
     msg.set_payload("")
     return msg, False
+
+
+def _too_many_boundaries(raw: bytes) -> bool:
+    """Whether ``raw`` declares more than :data:`MAX_BOUNDARIES` multipart boundaries."""
+    # Upper bounds first, each far cheaper than the case-blind search: every
+    # declaration holds an "=" and the word "boundary".
+    if raw.count(b"=") <= MAX_BOUNDARIES or raw.lower().count(b"boundary") <= MAX_BOUNDARIES:
+        return False
+    return len(_BOUNDARY_DECLARATION.findall(raw)) > MAX_BOUNDARIES
+
+
+def _parse_elided(parser: BytesParser, raw: bytes) -> Message:
+    """``parser.parsebytes(raw)``, the long runs of base64 lines kept out of its way.
+
+    The stdlib parser takes a mail line by line (a 50 KB attachment is 900 lines,
+    each checked against every open boundary), which made it most of the cost of
+    attachment mail. A run of non-empty lines of base64 characters after an empty
+    line can neither be a header, nor an empty line, nor a boundary (which starts with
+    ``--``): wherever it is, the parser only adds its lines to some text (a payload, a
+    preamble, an epilogue). One placeholder line of base64 letters is treated just
+    the same, so the mail with each run replaced parses into the same tree, but for
+    the placeholders, which are then put back.
+    """
+    runs = _base64_runs(raw)
+    if not runs:
+        return parser.parsebytes(raw)
+    mark = _BLOB_MARK.encode()
+    pieces: list[bytes] = []
+    position = 0
+    for number, run in enumerate(runs):
+        # The placeholder keeps the run's last line end (CRLF or LF): the parser strips
+        # the line end before a boundary, and must find the same one.
+        after = run.end + (2 if raw[run.end] == 13 else 1)
+        pieces += [raw[position : run.start], b"%s%dx" % (mark, number), raw[run.end : after]]
+        position = after
+    pieces.append(raw[position:])
+    if any(mark in piece for piece in pieces[::3]):
+        return parser.parsebytes(raw)  # the mail holds the mark itself: no placeholders
+    msg = parser.parsebytes(b"".join(pieces))
+    if _restore_blobs(msg, runs):
+        return msg
+    logger.warning("elided base64 did not come back whole; parsing the mail again")
+    return parser.parsebytes(raw)
+
+
+@attrs.frozen
+class _Run:
+    """A run of base64 lines in a raw mail, ``raw[start:end]``, without its last line
+    end; read in place, not copied."""
+
+    raw: bytes
+    start: int
+    end: int
+
+    def text(self) -> str:
+        """The lines as the stdlib parser would have kept them."""
+        return str(memoryview(self.raw)[self.start : self.end], "ascii")
+
+    def strict_base64(self) -> bytes | None:
+        """What the stdlib decodes the lines to when its first, strict try succeeds
+        (``email._encoded_words.decode_b``); else None.
+
+        ``binascii``'s lenient decoding skips the line ends, and gives the strict
+        result exactly when ``=`` only pads the end, as much as the length asks for
+        (which the decoded length tells).
+        """
+        first = self.raw.find(b"=", self.start, self.end)
+        padding = 0 if first < 0 else self.end - first
+        if padding and self.raw[first : self.end] not in (b"=", b"=="):
+            return None
+        try:
+            data = binascii.a2b_base64(memoryview(self.raw)[self.start : self.end])
+        except binascii.Error:
+            return None  # a length the strict decoding refuses too
+        # 4n characters decode to 3n bytes; with 2 or 3 characters in the last group,
+        # to one or two bytes more, and that group needs "==" or "=".
+        return data if padding == (0, 2, 1)[len(data) % 3] else None
+
+
+def _base64_runs(raw: bytes) -> list[_Run]:
+    """The runs of at least :data:`_MIN_BLOB_BYTES` of base64 lines that follow an
+    empty line."""
+    runs = []
+    position = 0
+    while blank := _BLANK_LINE.search(raw, position):
+        start = blank.end()
+        run = _BASE64_LINES.match(raw, start)
+        if run is None:
+            position = blank.start() + 1
+            continue
+        end = run.end()
+        if end - start >= _MIN_BLOB_BYTES:
+            last_line_end = 2 if raw[end - 2] == 13 else 1  # CRLF or LF
+            runs.append(_Run(raw, start, end - last_line_end))
+        # A run holds no empty line; the next one may start at its last line end.
+        position = max(blank.start() + 1, end - 1)
+    return runs
+
+
+def _restore_blobs(msg: Message, runs: list[_Run]) -> bool:
+    """Put the elided runs back where the parser put their placeholders.
+
+    A part whose whole payload is one placeholder keeps its run in ``blob`` too.
+
+    :return: whether no placeholder was found twice (else the tree is unusable). One
+        may be missing: where the parser drops lines (after a multipart whose first
+        boundary never comes), it drops the run's lines alike.
+    """
+    found = [0] * len(runs)
+
+    def put_back(match: re.Match[str]) -> str:
+        number = int(match[1])
+        found[number] += 1
+        return runs[number].text()
+
+    stack = [msg]  # not recursive: hostile mail nests deep
+    while stack:
+        part = stack.pop()
+        # The payload as the parser left it: get_payload() would decode 8-bit text.
+        payload = part._payload
+        if isinstance(payload, list):
+            stack.extend(sub for sub in payload if isinstance(sub, Message))
+        elif isinstance(payload, str) and _BLOB_MARK in payload:
+            whole = _BLOB_LINE.fullmatch(payload)
+            if whole is not None and isinstance(part, _Part):
+                part.blob = runs[int(whole[1])]
+            part.set_payload(_BLOB_TOKEN.sub(put_back, payload))
+        for name in ("preamble", "epilogue"):
+            text = getattr(part, name)
+            if text and _BLOB_MARK in text:
+                setattr(part, name, _BLOB_TOKEN.sub(put_back, text))
+    return all(count <= 1 for count in found)
 
 
 def _unparseable(raw: bytes) -> ParsedMail:
@@ -695,6 +855,11 @@ def _defect_name(defect: object) -> str:
 
 def _payload_bytes(part: Message) -> bytes:
     """A leaf's decoded content (base64, quoted-printable, uuencode undone)."""
+    blob = part.blob if isinstance(part, _Part) else None
+    if blob is not None and str(part.get("content-transfer-encoding", "")).lower() == "base64":
+        data = blob.strict_base64()
+        if data is not None:
+            return data
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 

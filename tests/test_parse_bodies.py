@@ -359,3 +359,43 @@ def test_deeply_nested_attached_messages_do_not_raise() -> None:
     raw = ("From: a@example.com\r\nSubject: s\r\n" + nested + "\r\nbody").encode()
     mail = parse_mail(raw)
     assert mail.subject == "s" and mail.text.startswith("[no readable text")
+
+
+# -- Base64 attachments (parsed without feeding their lines to the stdlib parser) ---------
+
+
+def _with_attachment(text: str, data: bytes, *, mark_in_preamble: str = "") -> bytes:
+    msg = _mail()
+    msg.set_content(text)
+    msg.add_attachment(data, maintype="application", subtype="octet-stream", filename="a.bin")
+    if mark_in_preamble:
+        msg.preamble = mark_in_preamble
+    return msg.as_bytes()
+
+
+def test_a_base64_attachment_comes_back_byte_for_byte() -> None:
+    data = bytes(range(256)) * 200  # 51 KB: about 900 base64 lines
+    mail = parse_mail(_with_attachment("See the file.", data))
+
+    assert [a.data for a in mail.attachments] == [data]
+    assert mail.text.strip() == "See the file."
+
+
+def test_a_mail_that_names_our_placeholder_is_read_as_written() -> None:
+    data = b"\x00\xff" * 30_000
+    text = "SpacebotElidedBlob0x is what I typed."
+    raw = _with_attachment(text, data, mark_in_preamble="SpacebotElidedBlob0x")
+
+    mail = parse_mail(raw)
+
+    assert [a.data for a in mail.attachments] == [data]
+    assert mail.text.strip() == text
+
+
+def test_crlf_and_lf_mails_give_the_same_attachment() -> None:
+    data = bytes(range(256)) * 40
+    lf = _with_attachment("Hi", data)
+    crlf = lf.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+    assert [a.data for a in parse_mail(crlf).attachments] == [data]
+    assert [a.data for a in parse_mail(lf.replace(b"\r\n", b"\n")).attachments] == [data]
