@@ -154,12 +154,6 @@ class InstanceRunner:
         await self.stop()
         await _until_either(asyncio.sleep(delay), stopping)
 
-    async def handle(self, raw: Any) -> None:
-        """Take one raw item through to its acknowledgement."""
-        message = self._normalize(raw)
-        if message is not None:
-            await self._handle_message(message)
-
     async def _handle_message(self, message: InboundMessage) -> None:
         """Take one normalized message through to its acknowledgement."""
         record = self.store.record_received(message)
