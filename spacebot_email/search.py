@@ -49,7 +49,7 @@ from spacebot_core.errors import SearchError
 from spacebot_core.tools import newest_first
 from spacebot_core.types import SEARCH_TEXT_CHARS, SearchHit, SearchQuery
 from spacebot_email.imap import FolderMissingError, ImapSession
-from spacebot_email.imap_responses import FetchedMail, parse_search
+from spacebot_email.imap_responses import FetchedMail, parse_search, server_text
 from spacebot_email.parse import parse_mail
 
 if TYPE_CHECKING:
@@ -185,14 +185,10 @@ async def _search_folder(
         command = _SearchCommand(protocol.new_tag(), arguments, protocol.loop)
         response = await session.execute(f"UID SEARCH in {folder}", command)
         if response.result != "OK":
-            raise SearchError(f"the server refused the search in {folder!r}: {_text(response)}")
+            refusal = server_text(response)
+            raise SearchError(f"the server refused the search in {folder!r}: {refusal}")
         newest = list(parse_search(response.lines))[-limit:]
         return await session.fetch_partial(newest, FETCH_BYTES)
-
-
-def _text(response: aioimaplib.Response) -> str:
-    last = response.lines[-1] if response.lines else b""
-    return bytes(last).decode("utf-8", errors="replace").strip() or response.result
 
 
 def _hit(mail: FetchedMail, *, strip_quoted: bool) -> SearchHit:
