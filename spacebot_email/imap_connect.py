@@ -1,5 +1,6 @@
 """Opening an IMAP connection: implicit TLS, STARTTLS, or plain TCP, up to the greeting.
 
+Every client reads the server through :class:`.imap_protocol.LineProtocol`.
 aioimaplib has no STARTTLS, so :class:`_StartTlsIMAP4` speaks it before handing the
 upgraded connection over. Every way a connection fails becomes a
 :class:`~spacebot_core.errors.ChannelError` in the words of the spec's troubleshooting
@@ -15,6 +16,7 @@ from typing import Literal
 import aioimaplib
 
 from spacebot_core.errors import ChannelError
+from spacebot_email.imap_protocol import LineProtocol
 
 Security = Literal["tls", "starttls", "plain"]
 
@@ -35,13 +37,13 @@ async def connect(
         the server refused the session.
     """
     if security == "tls":
-        client: aioimaplib.IMAP4 = aioimaplib.IMAP4_SSL(
+        client: aioimaplib.IMAP4 = _IMAP4(
             host, port, timeout=timeout, ssl_context=ssl_context or ssl.create_default_context()
         )
     elif security == "starttls":
         client = _StartTlsIMAP4(host, port, timeout=timeout, ssl_context=ssl_context)
     else:
-        client = aioimaplib.IMAP4(host, port, timeout=timeout)
+        client = _IMAP4(host, port, timeout=timeout)
     try:
         await client.wait_hello_from_server()
     except ssl.SSLError as error:
@@ -70,6 +72,18 @@ def _port_hint(security: Security) -> str:
     return "check imap_host, imap_port and the TLS settings (993 is implicit TLS)"
 
 
+class _IMAP4(aioimaplib.IMAP4):
+    """aioimaplib's client on :class:`.imap_protocol.LineProtocol`, over TLS when given
+    an SSL context."""
+
+    def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = LineProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
+        )
+
+
 class _StartTlsIMAP4(aioimaplib.IMAP4):
     """aioimaplib's client on a connection that was upgraded with STARTTLS first.
 
@@ -86,7 +100,7 @@ class _StartTlsIMAP4(aioimaplib.IMAP4):
 
     def create_client(self, host, port, loop, conn_lost_cb=None, ssl_context=None) -> None:
         local_loop = loop if loop is not None else asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self.protocol = LineProtocol(local_loop, conn_lost_cb)
         context = ssl_context or ssl.create_default_context()
         self._client_task = local_loop.create_task(self._starttls_handshake(host, port, context))
 

@@ -152,3 +152,29 @@ async def test_stop_while_idling_ends_idle_and_logs_out(
             stop()
 
     assert transcript.commands[-2:] == ["DONE", "LOGOUT"]
+
+
+async def test_a_mass_expunge_announced_while_idling_keeps_the_connection(
+    tmp_path, dovecot, mail_accounts, smtp_relay, certs, monkeypatch
+):
+    """Another client deleting 1,500 mails makes the server send 1,500 lines at once;
+    the bot reads them all on the connection it has (aioimaplib's own reader recursed
+    once per line and lost the connection), and goes on answering."""
+    bot, alice = mail_accounts.bot, mail_accounts.alice
+    with dovecot.imap_session(bot) as imap:
+        for number in range(1500):
+            imap.append("INBOX", r"(\Seen)", None, b"Subject: old %d\r\n\r\nread\r\n" % number)
+    transcript = record_imap(monkeypatch)
+    with bot_from(_config(tmp_path, dovecot, smtp_relay, bot, certs)) as spacebot:
+        spacebot.tune(poll_interval_secs=60)
+        async with running(spacebot):
+            await transcript.wait_for("IDLE")
+            with dovecot.imap_session(bot) as imap:
+                imap.select("INBOX")
+                imap.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+                imap.expunge()
+            await _deliver(dovecot, alice, bot, "after the clean-up")
+            [reply] = await dovecot.wait_for_messages(alice, timeout=EVENT_TIMEOUT)
+
+    assert b"Subject: Re: after the clean-up" in reply.raw
+    assert transcript.named("SELECT") == ['SELECT "INBOX"'], "\n".join(transcript.commands)
