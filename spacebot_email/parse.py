@@ -71,7 +71,7 @@ MAX_BOUNDARIES = 100
 MAX_DEPTH = 32
 MAX_PARTS = 1000
 #: HTML longer than this many times ``max_body_bytes`` is cut before conversion
-#: (markdownify takes about 2 microseconds a character: 400 KB in about a second).
+#: (conversion takes about 0.3 microseconds a character: 400 KB in about 0.15 s).
 HTML_INPUT_FACTOR = 4
 
 

@@ -64,6 +64,33 @@ def test_deeply_nested_html_is_still_read() -> None:
     assert parse_mail(msg.as_bytes()).text == "Deep & down"
 
 
+def test_html_nested_past_the_parser_limit_keeps_its_text_in_order() -> None:
+    msg = _mail()
+    deep = "<table><tr><td>" * 300 + "inner" + "</td></tr></table>" * 300
+    msg.set_content(f"<p>Before</p>{deep}<p>After &amp; all</p>", subtype="html")
+    assert parse_mail(msg.as_bytes()).text == "Before\n\ninner\n\nAfter & all"
+
+
+def test_html_declaring_another_charset_is_read_as_its_mime_charset() -> None:
+    # Outlook writes an XML declaration and a <meta charset>; the MIME charset decides.
+    msg = _mail()
+    msg.set_content(
+        '<?xml version="1.0" encoding="iso-8859-1"?><html><head>'
+        '<meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
+        "</head><body><p>Caf\u00e9 \u2013 na\u00efve \u4f60\u597d</p></body></html>",
+        subtype="html",
+        charset="utf-8",
+    )
+    assert parse_mail(msg.as_bytes()).text == "Caf\u00e9 \u2013 na\u00efve \u4f60\u597d"
+
+
+def test_html_with_nul_and_broken_markup_is_read() -> None:
+    msg = _mail()
+    msg.set_content("<p>One\x00 <b>two<p>three</i></div> <a href=>four", subtype="html")
+    words = [word.strip("*\ufffd") for word in parse_mail(msg.as_bytes()).text.split()]
+    assert [word for word in words if word] == ["One", "two", "three", "four"]
+
+
 def test_huge_html_is_cut_before_conversion() -> None:
     msg = _mail()
     msg.set_content("<p>word</p>" * 200_000, subtype="html")  # 2.2 MB
