@@ -47,6 +47,7 @@ import attrs
 from spacebot_core.types import Attachment
 from spacebot_email.filters import auto_generated_reason
 from spacebot_email.html_text import html_to_text
+from spacebot_email.mime_tree import build_tree
 from spacebot_email.quotes import ReplyParts, split_html_reply, split_reply
 
 __all__ = [
@@ -331,7 +332,7 @@ def _parse_elided(parser: BytesParser, raw: bytes) -> Message:
     """
     runs = _base64_runs(raw)
     if not runs:
-        return parser.parsebytes(raw)
+        return _parse_regular_first(parser, raw)
     mark = _BLOB_MARK.encode()
     pieces: list[bytes] = []
     position = 0
@@ -344,11 +345,17 @@ def _parse_elided(parser: BytesParser, raw: bytes) -> Message:
     pieces.append(raw[position:])
     if any(mark in piece for piece in pieces[::3]):
         return parser.parsebytes(raw)  # the mail holds the mark itself: no placeholders
-    msg = parser.parsebytes(b"".join(pieces))
+    msg = _parse_regular_first(parser, b"".join(pieces))
     if _restore_blobs(msg, runs):
         return msg
     logger.warning("elided base64 did not come back whole; parsing the mail again")
     return parser.parsebytes(raw)
+
+
+def _parse_regular_first(parser: BytesParser, raw: bytes) -> Message:
+    """``parser.parsebytes(raw)``, built by :func:`build_tree` when the mail is regular."""
+    tree = build_tree(raw.decode("ascii", "surrogateescape"), _COMPAT32)
+    return parser.parsebytes(raw) if tree is None else tree
 
 
 @attrs.frozen
