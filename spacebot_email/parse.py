@@ -12,10 +12,12 @@ With ``strip_quoted`` (the default), the body is also split into what the sender
 now, the quoted history and the signature (through :mod:`spacebot_email.quotes`; for
 HTML, before conversion to text).
 
-Base64 attachments cost little: the stdlib parser handles a mail line by line, so
-before it runs, each long run of base64 lines is replaced by one placeholder line,
-and put back into the parsed tree afterwards (see :func:`_parse_elided`; the result is
-the stdlib's own, byte for byte); such a part is then decoded in one ``binascii`` call.
+The tree of a regular mail (most mail) is built by :mod:`spacebot_email.mime_tree`,
+which finds header blocks and boundary lines without the stdlib's line-by-line loop;
+the stdlib parser takes the rest. Before it runs, each long run of base64 lines is
+replaced by one placeholder line, and put back into the parsed tree afterwards (see
+:func:`_parse_elided`): either way, the tree is the stdlib's own, byte for byte.
+Base64 parts are then decoded in one ``binascii`` call.
 
 Hostile mail runs in bounded time: a mail declaring more than
 :data:`MAX_BOUNDARIES` multipart boundaries is read for its headers only (the stdlib
@@ -76,18 +78,8 @@ MAX_PARTS = 1000
 HTML_INPUT_FACTOR = 4
 
 
-class _Part(Message):
-    """A parsed part; ``blob`` holds its base64 body's lines when the parser was spared them.
-
-    Set by :func:`_restore_blobs` on a part whose whole payload was one elided run of
-    base64 lines: :func:`_payload_bytes` then decodes them in one call.
-    """
-
-    blob: _Run | None = None
-
-
-#: compat32, building :class:`_Part` objects (the parser does nothing else differently).
-_COMPAT32 = policy.compat32.clone(message_factory=_Part)
+#: The stdlib's fast, lenient policy (see the module doc).
+_COMPAT32 = policy.compat32
 
 
 class _AsParsedPolicy(policy.Compat32):
@@ -111,7 +103,6 @@ _MIN_BLOB_BYTES = 2048
 #: letters only, so the parser treats it as it treats the lines it stands for.
 _BLOB_MARK = "SpacebotElidedBlob"
 _BLOB_TOKEN = re.compile(_BLOB_MARK + r"(\d+)x")
-_BLOB_LINE = re.compile(_BLOB_MARK + r"(\d+)x(?:\r\n|\n)?")
 #: An empty line (after ``\n``: a line start whatever the line ends), and the run of
 #: non-empty base64 lines (ending in CRLF or LF) that may follow it.
 _BLANK_LINE = re.compile(rb"\n\r?\n")
@@ -300,7 +291,8 @@ def _message_from_bytes(raw: bytes) -> tuple[Message, bool]:
     parser = BytesParser(policy=_COMPAT32)
     if not _too_many_boundaries(raw):
         try:
-            return _parse_elided(parser, raw), True
+            tree = build_tree(raw.decode("ascii", "surrogateescape"), _COMPAT32)
+            return (_parse_elided(parser, raw) if tree is None else tree), True
         except RecursionError:
             # message/rfc822 nested about a thousand deep: the parser recurses per level.
             pass
@@ -332,7 +324,7 @@ def _parse_elided(parser: BytesParser, raw: bytes) -> Message:
     """
     runs = _base64_runs(raw)
     if not runs:
-        return _parse_regular_first(parser, raw)
+        return parser.parsebytes(raw)
     mark = _BLOB_MARK.encode()
     pieces: list[bytes] = []
     position = 0
@@ -345,17 +337,11 @@ def _parse_elided(parser: BytesParser, raw: bytes) -> Message:
     pieces.append(raw[position:])
     if any(mark in piece for piece in pieces[::3]):
         return parser.parsebytes(raw)  # the mail holds the mark itself: no placeholders
-    msg = _parse_regular_first(parser, b"".join(pieces))
+    msg = parser.parsebytes(b"".join(pieces))
     if _restore_blobs(msg, runs):
         return msg
     logger.warning("elided base64 did not come back whole; parsing the mail again")
     return parser.parsebytes(raw)
-
-
-def _parse_regular_first(parser: BytesParser, raw: bytes) -> Message:
-    """``parser.parsebytes(raw)``, built by :func:`build_tree` when the mail is regular."""
-    tree = build_tree(raw.decode("ascii", "surrogateescape"), _COMPAT32)
-    return parser.parsebytes(raw) if tree is None else tree
 
 
 @attrs.frozen
@@ -370,26 +356,6 @@ class _Run:
     def text(self) -> str:
         """The lines as the stdlib parser would have kept them."""
         return str(memoryview(self.raw)[self.start : self.end], "ascii")
-
-    def strict_base64(self) -> bytes | None:
-        """What the stdlib decodes the lines to when its first, strict try succeeds
-        (``email._encoded_words.decode_b``); else None.
-
-        ``binascii``'s lenient decoding skips the line ends, and gives the strict
-        result exactly when ``=`` only pads the end, as much as the length asks for
-        (which the decoded length tells).
-        """
-        first = self.raw.find(b"=", self.start, self.end)
-        padding = 0 if first < 0 else self.end - first
-        if padding and self.raw[first : self.end] not in (b"=", b"=="):
-            return None
-        try:
-            data = binascii.a2b_base64(memoryview(self.raw)[self.start : self.end])
-        except binascii.Error:
-            return None  # a length the strict decoding refuses too
-        # 4n characters decode to 3n bytes; with 2 or 3 characters in the last group,
-        # to one or two bytes more, and that group needs "==" or "=".
-        return data if padding == (0, 2, 1)[len(data) % 3] else None
 
 
 def _base64_runs(raw: bytes) -> list[_Run]:
@@ -415,8 +381,6 @@ def _base64_runs(raw: bytes) -> list[_Run]:
 def _restore_blobs(msg: Message, runs: list[_Run]) -> bool:
     """Put the elided runs back where the parser put their placeholders.
 
-    A part whose whole payload is one placeholder keeps its run in ``blob`` too.
-
     :return: whether no placeholder was found twice (else the tree is unusable). One
         may be missing: where the parser drops lines (after a multipart whose first
         boundary never comes), it drops the run's lines alike.
@@ -436,9 +400,6 @@ def _restore_blobs(msg: Message, runs: list[_Run]) -> bool:
         if isinstance(payload, list):
             stack.extend(sub for sub in payload if isinstance(sub, Message))
         elif isinstance(payload, str) and _BLOB_MARK in payload:
-            whole = _BLOB_LINE.fullmatch(payload)
-            if whole is not None and isinstance(part, _Part):
-                part.blob = runs[int(whole[1])]
             part.set_payload(_BLOB_TOKEN.sub(put_back, payload))
         for name in ("preamble", "epilogue"):
             text = getattr(part, name)
@@ -862,11 +823,17 @@ def _defect_name(defect: object) -> str:
 
 def _payload_bytes(part: Message) -> bytes:
     """A leaf's decoded content (base64, quoted-printable, uuencode undone)."""
-    blob = part.blob if isinstance(part, _Part) else None
-    if blob is not None and str(part.get("content-transfer-encoding", "")).lower() == "base64":
-        data = blob.strict_base64()
-        if data is not None:
-            return data
+    payload = part._payload  # as parsed: get_payload() would decode 8-bit text
+    encoding = str(part.get("content-transfer-encoding", "")).lower()
+    if isinstance(payload, str) and encoding == "base64":
+        try:
+            # All lines in one call: binascii skips line ends (and any other character
+            # outside base64) as the stdlib's decoding does once it joined the lines
+            # (email._encoded_words.decode_b). Where binascii refuses (bad padding),
+            # the stdlib's own fallbacks decide.
+            return binascii.a2b_base64(payload.encode("ascii", "surrogateescape"))
+        except binascii.Error:
+            pass
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 

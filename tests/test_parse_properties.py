@@ -176,3 +176,20 @@ def test_fast_address_path_agrees_with_the_stdlib(entries: list[str]) -> None:
         if name or address
     ]
     assert [(a.name, a.address) for a in mail.to] == expected
+
+
+_BASE64_LINE = st.text("QUJD*=\r", max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_BASE64_LINE, max_size=5), st.sampled_from(["\r\n", "\n"]))
+def test_fast_base64_decoding_agrees_with_the_stdlib(lines: list[str], line_end: str) -> None:
+    """A base64 attachment decodes to the stdlib's bytes, whatever its lines hold."""
+    body = line_end.join(lines)
+    raw = (
+        "From: x@y\r\nContent-Type: application/octet-stream; name=a.bin\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{body}"
+    ).encode()
+    expected = email.message_from_bytes(raw).get_payload(decode=True)
+    attachment = parse_mail(raw).attachments[0]
+    assert attachment.data == expected
