@@ -214,6 +214,13 @@ class ImapSession:
         return folder in self._pushed
 
     async def _command(self, what: str, call) -> aioimaplib.Response:
+        """Run ``call`` (an aioimaplib command's coroutine) within the session's timeout.
+
+        The command runs in the caller's task, not in one of its own as ``wait_for``
+        would put it: so it is on the wire before the caller yields. The intake relies
+        on that to have the next batch's FETCH sent before the runtime takes the CPU to
+        handle the batch before (the server answers meanwhile).
+        """
         if self.lost:
             call.close()  # never started: the connection is gone
             raise ChannelError(
@@ -221,7 +228,8 @@ class ImapSession:
                 RECONNECT_HINT,
             )
         try:
-            return await asyncio.wait_for(call, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await call
         except TimeoutError:
             self.lost = True  # a command may still be pending: the connection is unusable
             raise ChannelError(

@@ -285,6 +285,10 @@ class Intake:
             fetched = await session.fetch(whole)
             if oversized:
                 fetched += await session.fetch_partial(oversized, self.limits.partial_bytes)
+            if self._queue:
+                # Now rather than before the next chunk: then that chunk's FETCH goes out
+                # without waiting for an answer, before this chunk is handed over.
+                await self._learn_sizes(session)
         fetched.sort(key=lambda mail: mail.uid)
         return fetched
 
