@@ -31,9 +31,6 @@ __all__ = ["build_tree"]
 #: the cases the stdlib handles apart: an empty name, the envelope ``From `` line) and
 #: the continuation lines after it.
 _HEADER_FIELD = re.compile(r"[\041-\071\073-\176]+:.*(?:\n|\Z)(?:[\t ].*(?:\n|\Z))*")
-#: Line ends other than CRLF and LF: the stdlib treats a bare CR as one.
-_BARE_CR = re.compile(r"\r(?!\n)")
-_TRAILING_LINE_END = re.compile(r"(?:\r\n|\n)\Z")
 #: Multipart nesting deeper than this goes to the stdlib parser (which has its own
 #: limits and the caller's guard against them).
 _MAX_DEPTH = 32
@@ -62,8 +59,8 @@ def build_tree(text: str, policy: Compat32) -> Message | None:
     :return: the root message, or None when the mail is not of the regular kind this
         module builds (the stdlib parser then gives the tree, defects and all).
     """
-    if "\r" in text and _BARE_CR.search(text):
-        return None
+    if text.count("\r") != text.count("\r\n"):
+        return None  # a bare CR, which the stdlib takes for a line end
     try:
         return _entity(text, 0, len(text), policy, 0)
     except _Irregular:
@@ -196,6 +193,8 @@ def _boundary_kind(rest: str) -> bool | None:
 
 
 def _without_line_end(value: str) -> str:
-    """``value`` less one line end at its end."""
-    match = _TRAILING_LINE_END.search(value)
-    return value[: match.start()] if match else value
+    """``value`` less one line end (CRLF or LF) at its end."""
+    for line_end in ("\r\n", "\n"):
+        if value.endswith(line_end):
+            return value[: -len(line_end)]
+    return value
