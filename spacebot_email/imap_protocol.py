@@ -65,7 +65,9 @@ class LineProtocol(aioimaplib.IMAP4ClientProtocol):
         command that took the line, or for none); a command whose response continues
         keeps the next line too.
         """
-        literal = literal_data_re.match(line)
+        # The regular expression scans the whole line: ask it only of a line that can
+        # announce a literal.
+        literal = literal_data_re.match(line) if line.endswith(b"}") else None
         if literal:
             if handled is None:
                 handled = Command("NIL", "unused")

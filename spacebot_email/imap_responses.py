@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import aioimaplib
 import attrs
+from aioimaplib.aioimaplib import literal_data_re
 
 from spacebot_email.folder_names import decode_folder_name
 
@@ -60,7 +61,8 @@ class FolderState:
 
 def announces_new_mail(line: bytes) -> bool:
     """Whether an untagged line announces new mail in the selected folder."""
-    return _NEW_MAIL.match(line) is not None
+    # Every untagged line is asked (each message's FETCH too): a substring test first.
+    return (b"EXISTS" in line or b"RECENT" in line) and _NEW_MAIL.match(line) is not None
 
 
 def parse_select(folder: str, lines: Sequence[bytes | bytearray]) -> FolderState:
@@ -133,18 +135,13 @@ def parse_fetch(
     Servers order the items as they like (FLAGS may follow the literal), and may slip in
     unsolicited FETCH lines without a body, which are skipped.
     """
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if isinstance(line, bytearray) or not _FETCH_START.match(line) or not line.endswith(b"}"):
+    responses = _with_literals(lines)
+    for line, literal in responses:
+        if literal is None or not _FETCH_START.match(line):
             continue
-        if index >= len(lines) or not isinstance(lines[index], bytearray):
-            continue
-        raw = bytes(lines[index])
-        trailer = lines[index + 1] if index + 1 < len(lines) else b""
-        index += 2
-        items = bytes(line) + b" " + bytes(trailer)
+        raw = literal if type(literal) is bytes else bytes(literal)
+        trailer, _ = next(responses, (b"", None))
+        items = line + b" " + trailer
         uid = _UID.search(items)
         if uid is None:
             continue
@@ -162,6 +159,23 @@ def parse_fetch(
         )
 
 
+def _with_literals(
+    lines: Sequence[bytes | bytearray],
+) -> Iterator[tuple[bytes | bytearray, bytes | bytearray | None]]:
+    """Each line of a response with the literal it announces (``{n}`` at its end), which
+    is the item after it (:class:`FetchCommand` keeps literals as ``bytes``, aioimaplib's
+    commands as ``bytearray``), or None."""
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        literal = None
+        if line.endswith(b"}") and index + 1 < len(lines) and literal_data_re.match(line):
+            index += 1
+            literal = lines[index]
+        index += 1
+        yield line, literal
+
+
 def server_text(response: aioimaplib.Response) -> str:
     """The server's own words in a response (its last non-empty line), for messages."""
     for line in reversed(response.lines):
@@ -171,27 +185,57 @@ def server_text(response: aioimaplib.Response) -> str:
 
 
 class FetchCommand(aioimaplib.aioimaplib.FetchCommand):
-    """aioimaplib's FETCH command, with its end-of-message check in constant time.
+    """aioimaplib's FETCH command, with less work per line and per message.
 
-    aioimaplib asks after every line whether the last message's parentheses are
-    closed, by joining and scanning every line since that message's start: with many
-    lines that grows with their square. This keeps a running count instead. It has no
-    inactivity timer of its own (one per line is a cost too):
-    :meth:`.imap.ImapSession._command` bounds the whole command.
+    - aioimaplib asks after every line whether the last message's parentheses are
+      closed, by joining and scanning every line since that message's start: with many
+      lines that grows with their square. This keeps a running count instead.
+    - aioimaplib gathers a literal (a message's bytes) in a growing ``bytearray``, which
+      :func:`parse_fetch` then had to copy into ``bytes``. This keeps the pieces of the
+      reads it arrives in and joins them once: a message is copied once after the read.
+      The literal is kept as ``bytes``; it is the item after the line announcing it.
+    - It has no inactivity timer of its own (resetting one per line is a cost too):
+      :meth:`.imap.ImapSession._command` bounds the whole command.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._open_parentheses = 0
+        #: Bytes still to come of the literal being read, and what came of it so far.
+        self._literal_missing = 0
+        self._literal_pieces: list[bytes | memoryview] = []
 
     def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
-        """Keep the line; count its parentheses (literals arrive as bytearray)."""
-        super().append_to_resp(line, result)
-        if type(line) is bytes:
-            if self.FETCH_MESSAGE_DATA_RE.match(line):
-                self._open_parentheses = 0
-            self._open_parentheses += line.count(b"(") - line.count(b")")
+        """Keep the line; count its parentheses."""
+        self._resp_result = result
+        self._resp_lines.append(line)
+        if self.FETCH_MESSAGE_DATA_RE.match(line):
+            self._open_parentheses = 0
+        self._open_parentheses += line.count(b"(") - line.count(b")")
+
+    def begin_literal_data(self, expected_size: int, literal_data: bytes = b"") -> bytes:
+        """Start reading a literal of ``expected_size`` bytes (an empty one is kept at once)."""
+        self._literal_missing = expected_size
+        self._literal_pieces = []
+        return self.append_literal_data(literal_data)
+
+    def append_literal_data(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Take what belongs to the literal from ``data``; return the rest."""
+        piece = data[: self._literal_missing]
+        self._literal_pieces.append(piece)
+        self._literal_missing -= len(piece)
+        if not self._literal_missing:
+            self._resp_lines.append(b"".join(self._literal_pieces))
+            self._literal_pieces = []
+        return data[len(piece) :]
+
+    def wait_literal_data(self) -> bool:
+        """Whether a literal is still being read."""
+        return self._literal_missing != 0
 
     def wait_data(self) -> bool:
         """Whether the current message's FETCH response continues on the next line."""
         return self._open_parentheses != 0
+
+    def _reset_timer(self) -> None:
+        """No inactivity timer to reset (see the class's documentation)."""
