@@ -135,6 +135,13 @@ _LIST_FOOTER_RULE = re.compile(r"^_{20,}$")
 # First characters and words that may open an Outlook separator or header block.
 _RULE_OR_BOLD = frozenset("-_*")
 _FROM_WORDS = ("From", "Von", "De", "Van", "Da", "Från", "Fra")
+# First characters of a stripped line that a labelling rule may look at: a quote mark,
+# a rule or bold marker, the first letter of a From word or of an attribution opener.
+# A line starting otherwise opens nothing unless it ends with a colon (a bare
+# attribution), so most lines of text are passed over with one test.
+_MAY_OPEN_QUOTE = frozenset(
+    ">-_*" + "".join(word[0] for word in _FROM_WORDS + _ATTRIBUTION_OPENERS)
+)
 _NBSP = str.maketrans({"\u00a0": " ", "\u202f": " "})
 _SPACES = re.compile(r"\s+")
 
@@ -207,6 +214,9 @@ def _label_lines(lines: list[str]) -> list[bool]:
     i = 0
     while i < len(lines):
         line = lines[i]
+        if _is_plain_line(line):
+            i += 1  # blank, or text that no rule below can take for a quote
+            continue
         if _is_quote_line(line) and not _is_mbox_escape(lines, i):
             end = _quote_run_end(lines, i)
             quoted[i:end] = [True] * (end - i)
@@ -233,9 +243,22 @@ def _label_lines(lines: list[str]) -> list[bool]:
     return quoted
 
 
+def _is_plain_line(line: str) -> bool:
+    """Whether :func:`_label_lines` can pass over ``line`` without looking further.
+
+    True for a blank line and for a line whose first and last characters (stripped)
+    can open neither a quote, nor Outlook's history, nor an attribution (see
+    :data:`_MAY_OPEN_QUOTE`). :func:`_clean` changes no first or last character, since
+    the spaces it replaces are stripped there.
+    """
+    stripped = line.strip()
+    return stripped[:1] not in _MAY_OPEN_QUOTE and stripped[-1:] != ":"
+
+
 def _is_quote_line(line: str) -> bool:
     """A ``>`` line (up to three spaces of indent, as Markdown allows)."""
-    return line.lstrip(" ")[:1] == ">" and len(line) - len(line.lstrip(" ")) <= 3
+    unindented = line.lstrip(" ")
+    return unindented[:1] == ">" and len(line) - len(unindented) <= 3
 
 
 def _is_mbox_escape(lines: list[str], index: int) -> bool:
@@ -346,8 +369,11 @@ def _is_forward(lines: list[str], quoted: list[bool]) -> bool:
     Apple Mail puts "Begin forwarded message:" inside the ``>`` quote of a forward, so
     the first lines of a quote that has no attribution are looked at too.
     """
-    first = next((i for i, q in enumerate(quoted) if q), len(lines))
-    if _FORWARD_MARKER_LINE.search("\n".join(lines[:first])):
+    first = quoted.index(True) if True in quoted else len(lines)
+    before = "\n".join(lines[:first])
+    # Every marker holds a run of dashes or ends with a colon: without either, the
+    # (costlier) search over the whole text cannot match.
+    if ("--" in before or ":" in before) and _FORWARD_MARKER_LINE.search(before):
         return True
     if first < len(lines) and _is_quote_line(lines[first]):
         opening = [_clean(line.lstrip(" >")) for line in lines[first : first + 3]]
@@ -363,10 +389,10 @@ def _blocks(lines: list[str], quoted: list[bool]) -> list[_Block]:
     runs on either side of one then merge."""
     runs: list[_Block] = []
     start = 0
-    for index in range(1, len(lines) + 1):
-        if index == len(lines) or quoted[index] != quoted[start]:
-            runs.append(_Block(quoted[start], start, index))
-            start = index
+    for is_quoted, run in itertools.groupby(quoted):
+        end = start + sum(1 for _ in run)
+        runs.append(_Block(is_quoted, start, end))
+        start = end
     blocks: list[_Block] = []
     for run in runs:
         if not run.quoted and not any(line.strip() for line in lines[run.start : run.end]):
@@ -397,6 +423,21 @@ def _take_signature(lines: list[str], blocks: list[_Block]) -> _Block | None:
 
 def _signature_start(lines: list[str], start: int, end: int) -> int | None:
     """Where the signature of lines ``start`` to ``end`` begins, or None."""
+    delimited = _delimited_start(lines, start, end)
+    if delimited is not None:
+        return delimited
+    for last in range(end - 1, start - 1, -1):
+        if lines[last].strip():  # the last line that is not blank
+            return last if _DEVICE_FOOTER.match(_clean(lines[last])) else None
+    return None
+
+
+def _delimited_start(lines: list[str], start: int, end: int) -> int | None:
+    """Where a ``--`` delimiter or a list footer's rule starts a signature, or None."""
+    # Most texts have no line starting with "--" or "__": one search in C tells.
+    block = "\n" + "\n".join(lines[start:end])
+    if "\n--" not in block and "\n__" not in block:
+        return None
     for index in range(start, end):
         line = lines[index]
         if line[:2] not in ("--", "__"):
@@ -409,9 +450,6 @@ def _signature_start(lines: list[str], start: int, end: int) -> int | None:
             lines[index + 1 : min(end, index + 4)]
         ):
             return index
-    last = next((i for i in range(end - 1, start - 1, -1) if lines[i].strip()), None)
-    if last is not None and _DEVICE_FOOTER.match(_clean(lines[last])):
-        return last
     return None
 
 
