@@ -322,8 +322,8 @@ class ImapSession:
     async def fetch(self, uids: Sequence[int]) -> list[FetchedMail]:
         """The raw bytes and flags of the given UIDs of the selected folder.
 
-        One command for all of them: keep ``uids`` to about 100 (aioimaplib takes time
-        that grows with the square of the response's lines).
+        One command for all of them; its cost grows linearly with the mails
+        (:class:`.imap_responses.FetchCommand`), the memory with their bytes.
         """
         if not uids or self.selected is None:
             return []

@@ -308,19 +308,21 @@ class Intake:
         mail always goes, so a large one makes a chunk of its own)."""
         whole: list[int] = []
         oversized: list[int] = []
-        limits = self.limits
+        # Computed once here, not twice a mail through the properties.
+        max_message_bytes = self.limits.max_message_bytes
+        partial_bytes = self.limits.partial_bytes
         while self._queue and len(whole) + len(oversized) < room:
             uid = self._queue.peek()
             size = self._sizes.get(uid)
             if size is None:
                 break  # outside the window sized so far: the next chunk asks
-            cost = min(size, limits.partial_bytes) if size > limits.max_message_bytes else size
+            cost = min(size, partial_bytes) if size > max_message_bytes else size
             if (whole or oversized) and cost > room_bytes:
                 break
             self._queue.pop()
             del self._sizes[uid]
             room_bytes -= cost
-            (oversized if size > limits.max_message_bytes else whole).append(uid)
+            (oversized if size > max_message_bytes else whole).append(uid)
         return whole, oversized
 
 
