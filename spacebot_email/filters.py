@@ -26,6 +26,11 @@ _AUTO_HEADERS = (
     "X-Mail-Autoreply",
 )
 _BOUNCE_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster", "post_master"})
+# Every header auto_generated_reason reads, lowercased: only these are unfolded.
+_READ_HEADERS = frozenset(
+    {"auto-submitted", "precedence", "x-failed-recipients", "from", "return-path"}
+    | {name.lower() for name in _AUTO_HEADERS}
+)
 _SHOWN_VALUE_CHARS = 80
 
 
@@ -42,7 +47,7 @@ def auto_generated_reason(msg: Message) -> str | None:
     :param msg: the parsed message; any policy. Only headers are read.
     :return: a reason such as ``"auto-generated (Auto-Submitted: auto-replied)"``.
     """
-    headers = _first_header_values(msg)
+    headers = _first_header_values(msg, _READ_HEADERS)
     auto_submitted = headers.get("auto-submitted")
     if auto_submitted is not None and _first_word(auto_submitted) != "no":
         return f"auto-generated (Auto-Submitted: {_shown(auto_submitted)})"
@@ -119,17 +124,18 @@ def _bare_address(address: str) -> str:
     return address.strip().strip("<>").strip().lower()
 
 
-def _first_header_values(msg: Message) -> dict[str, str]:
-    """The first value of each header, by lowercased name, unfolded, as text.
+def _first_header_values(msg: Message, names: frozenset[str]) -> dict[str, str]:
+    """The first value of each header among ``names`` (lowercased), unfolded, as text.
 
     Raw items, not ``msg[name]``: with the compat32 policy a header holding 8-bit
     bytes comes back as a ``Header`` object, and with the default policy reading a
-    malformed header can raise.
+    malformed header can raise. Only the wanted headers are unfolded: a mail has many
+    more (Received, DKIM-Signature ...), and unfolding each cost more than the rest.
     """
     values: dict[str, str] = {}
     for name, value in msg.raw_items():
         key = name.lower()
-        if key not in values:
+        if key in names and key not in values:
             values[key] = " ".join(str(value).split())
     return values
 
