@@ -492,12 +492,12 @@ def _pieces(lines: list[str], blocks: list[_Block]) -> str:
 
 # -- HTML -------------------------------------------------------------------------------
 
-# Cheap test before parsing: HTML without any of these has no quote we can see.
+# Cheap test before parsing: HTML without any of these has no quote we can see. It
+# runs on the lowercased HTML: with re.IGNORECASE the search cost seven times more.
 _HTML_QUOTE_HINT = re.compile(
-    r"gmail_quote|type=.?cite|moz-cite-prefix|divRplyFwdMsg|yahoo_quoted"
-    r"|protonmail_quote|stopSpelling|zwchr|OutlookMessageHeader"
-    r"|border-top:\s*solid\s+#(?:E1E1E1|B5C4DF)",
-    re.IGNORECASE,
+    r"gmail_quote|type=.?cite|moz-cite-prefix|divrplyfwdmsg|yahoo_quoted"
+    r"|protonmail_quote|stopspelling|zwchr|outlookmessageheader"
+    r"|border-top:\s*solid\s+#(?:e1e1e1|b5c4df)"
 )
 _QUOTE_CLASSES = frozenset({"gmail_quote", "yahoo_quoted", "protonmail_quote", "moz-cite-prefix"})
 # Markers after which Outlook, Hotmail and Zimbra put only the quoted history.
@@ -523,7 +523,7 @@ def split_html_reply(html: str) -> tuple[str, str]:
     :param html: the decoded HTML body.
     :return: the new HTML and the quoted HTML.
     """
-    if not _HTML_QUOTE_HINT.search(html):
+    if not _HTML_QUOTE_HINT.search(html.lower()):
         return html, ""
     try:
         return _split_html(html)
