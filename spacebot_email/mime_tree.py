@@ -62,28 +62,31 @@ def build_tree(text: str, policy: Compat32) -> Message | None:
     if text.count("\r") != text.count("\r\n"):
         return None  # a bare CR, which the stdlib takes for a line end
     try:
-        return _entity(text, 0, len(text), policy, 0)
+        return _entity(text, 0, len(text), policy, 0)[0]
     except _Irregular:
         return None
 
 
-def _entity(text: str, start: int, end: int, policy: Compat32, depth: int) -> Message:
-    """One message or body part, ``text[start:end]``, with everything below it."""
+def _entity(text: str, start: int, end: int, policy: Compat32, depth: int) -> tuple[Message, str]:
+    """One message or body part, ``text[start:end]``, with everything below it.
+
+    :return: the message, and its content type.
+    """
     if depth > _MAX_DEPTH:
         raise _Irregular
     factory = policy.message_factory or Message
     msg = factory(policy=policy)
     body_start = _read_headers(msg, text, start, end, policy)
-    maintype = msg.get_content_maintype()
-    if maintype == "multipart":
-        _read_multipart(msg, text, body_start, end, policy, depth)
-    elif maintype == "message":
-        if msg.get_content_type() == "message/delivery-status":
+    content_type = msg.get_content_type()
+    if content_type.startswith("multipart/"):
+        _read_multipart(msg, content_type, text, body_start, end, policy, depth)
+    elif content_type.startswith("message/"):
+        if content_type == "message/delivery-status":
             raise _Irregular  # blocks of headers, which the stdlib reads apart
-        msg.attach(_entity(text, body_start, end, policy, depth + 1))
+        msg.attach(_entity(text, body_start, end, policy, depth + 1)[0])
     else:
         msg.set_payload(text[body_start:end])
-    return msg
+    return msg, content_type
 
 
 def _read_headers(msg: Message, text: str, start: int, end: int, policy: Compat32) -> int:
@@ -107,11 +110,17 @@ def _read_headers(msg: Message, text: str, start: int, end: int, policy: Compat3
 
 
 def _read_multipart(
-    msg: Message, text: str, start: int, end: int, policy: Compat32, depth: int
+    msg: Message,
+    content_type: str,
+    text: str,
+    start: int,
+    end: int,
+    policy: Compat32,
+    depth: int,
 ) -> None:
     """The preamble, parts and epilogue of a multipart body, ``text[start:end]``."""
     boundary = msg.get_boundary()
-    if boundary is None or msg.get_content_type() == "multipart/digest":
+    if boundary is None or content_type == "multipart/digest":
         raise _Irregular  # no boundary; or parts that default to message/rfc822
     encoding = str(msg.get("content-transfer-encoding", "8bit")).lower()
     if encoding not in _MULTIPART_ENCODINGS:
@@ -128,22 +137,23 @@ def _read_multipart(
         part_start, part_end = before.end, after.start
         if part_start == part_end:
             raise _Irregular  # two boundary lines in a row: the stdlib skips the second
-        part = _entity(text, part_start, part_end, policy, depth + 1)
+        part, part_type = _entity(text, part_start, part_end, policy, depth + 1)
         msg.attach(part)
-        _drop_line_end_before_boundary(part)
+        _drop_line_end_before_boundary(part, part_type)
     msg.epilogue = text[lines[-1].end : end]
 
 
-def _drop_line_end_before_boundary(part: Message) -> None:
+def _drop_line_end_before_boundary(part: Message, content_type: str) -> None:
     """Take the line end before the next boundary off the part, where the stdlib does.
 
     It takes it off the last message it built: the part, or for an attached message
     the message inside (and so on down); off the epilogue of a multipart (an empty
     epilogue becomes None), else off the payload.
     """
-    while part.get_content_maintype() == "message":
+    while content_type.startswith("message/"):
         part = part._payload[0]
-    if part.get_content_maintype() == "multipart":
+        content_type = part.get_content_type()
+    if content_type.startswith("multipart/"):
         part.epilogue = _without_line_end(part.epilogue) if part.epilogue else None
     else:
         part.set_payload(_without_line_end(part._payload))
