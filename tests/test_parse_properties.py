@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import email.utils
 import re
+from email.message import Message
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spacebot_email.parse import ParsedMail, decode_header_text, parse_mail
+from spacebot_email.parse import ParsedMail, _content_charset, decode_header_text, parse_mail
 
 MAX_BODY = 300
 MAX_ATTACHMENT = 200
@@ -193,3 +194,38 @@ def test_fast_base64_decoding_agrees_with_the_stdlib(lines: list[str], line_end:
     expected = email.message_from_bytes(raw).get_payload(decode=True)
     attachment = parse_mail(raw).attachments[0]
     assert attachment.data == expected
+
+
+_CONTENT_TYPE_PIECES = st.sampled_from(
+    [
+        *("text/plain", "text/html", "TEXT/Plain", "", "text", " ", "\t", "\r\n\t"),
+        *(";", "; ", "=", '"', "\\", "(x)", "charset", "CharSet", "charset*", "*0"),
+        *("utf-8", "UTF-8", "iso-8859-1", "x-unknown", "''", "us-ascii'en'", "%E9", "é"),
+        *("format=flowed", "name=a.txt", "<utf-8>", "utf 8"),
+    ]
+)
+_SPACE = st.sampled_from(["", " ", "\t", "\r\n\t", "  "])
+#: ``type; charset=NAME`` and its near misses, which the fast path must tell apart.
+_CHARSET_HEADER = st.builds(
+    "{}{};{}{}{}={}{}{}{}{}{}".format,
+    st.sampled_from(["text/plain", "TEXT/HTML", "", "text/plain; format=flowed", "a=b"]),
+    _SPACE,
+    _SPACE,
+    st.sampled_from(["charset", "CHARSET", "CharSet", "charset*", "xcharset", "charset*0"]),
+    _SPACE,
+    _SPACE,
+    st.sampled_from(["", '"', "'", "<"]),
+    st.sampled_from(["utf-8", "UTF-8", "ISO-8859-1", "", "x:y", "a+b", "é", "us-ascii''x"]),
+    st.sampled_from(["", '"', "'", ">"]),
+    _SPACE,
+    st.sampled_from(["", ";", "; format=flowed", '"', "\\", "(c)"]),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(_CHARSET_HEADER, st.lists(_CONTENT_TYPE_PIECES, max_size=10).map("".join)))
+def test_fast_charset_path_agrees_with_the_stdlib(content_type: str) -> None:
+    """The charset a text part is decoded with is the stdlib's, whatever its header."""
+    part = Message()
+    part["Content-Type"] = content_type
+    assert _content_charset(part) == part.get_content_charset()
