@@ -11,9 +11,10 @@ the boundary lines are, which ``str.find`` locates in C.
 :func:`build_tree` builds exactly that tree: the same message objects (through the
 policy's ``message_factory``), headers split by the policy's own
 ``header_source_parse``, and the same payloads, preambles and epilogues, line ends
-included. Wherever the stdlib would take a path of its own (any defect it would
-record, a ``message/*`` part, a digest, a bare CR, an envelope ``From`` line), it
-returns None and the caller runs the stdlib parser. tests/test_mime_tree.py checks
+included, attached messages (``message/rfc822``) parsed as mails of their own.
+Wherever the stdlib would take a path of its own (any defect it would record, a
+``message/delivery-status`` part, a digest, a bare CR, an envelope ``From`` line),
+it returns None and the caller runs the stdlib parser. tests/test_mime_tree.py checks
 that the two trees are equal for every mail of the corpus and for generated ones.
 """
 
