@@ -55,6 +55,11 @@ _CONTROL_CHAR = re.compile(f"[{_CONTROL}]")
 _WHITESPACE = re.compile(r"\s+")
 _ADDR_FORBIDDEN = re.compile(rf'[\s<>()",;:\\\[\]{_CONTROL}]')
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+\-]*/[a-z0-9][a-z0-9!#$&^_.+\-]*")
+#: Values that a reader reads back as written, so need no round trip (see _settle):
+#: printable ASCII without an encoded word in an unstructured header (Subject), and
+#: letters, digits, spaces and ``.'_-`` in a display name or a filename.
+_PLAIN_UNSTRUCTURED = re.compile(r"(?:[\x20-\x3c\x3e-\x7e]|=(?!\?))+")
+_PLAIN_WORDS = re.compile(r"[A-Za-z0-9 .'_-]+")
 #: Rounds of encoded-word decoding we follow before calling a value hostile.
 _SETTLE_ROUNDS = 8
 _FALLBACK_DOMAIN = "spacebot.invalid"
@@ -242,6 +247,8 @@ def is_message_id(value: str) -> bool:
     """
     if len(value) > MAX_MESSAGE_ID_LENGTH or _MSG_ID.fullmatch(value) is None:
         return False
+    if "=?" not in value:
+        return True  # ASCII without an encoded word: nothing for a reader to decode
     read_back = _read_unstructured(value)
     return read_back is not None and read_back.strip() == value
 
@@ -321,7 +328,8 @@ def _attach(message: EmailMessage, attachment: OutgoingFile) -> None:
         maintype=maintype,
         subtype=subtype,
         disposition="attachment",
-        filename=_settle(_base_name(attachment.filename), _read_filename) or "attachment",
+        filename=_settle(_base_name(attachment.filename), _read_filename, _PLAIN_WORDS)
+        or "attachment",
     )
     if not message.is_multipart():
         message.make_mixed()
@@ -338,7 +346,7 @@ def _mailbox(address: str, name: str | None, role: str) -> Address:
     addr = _addr_spec(address, role)
     if _read_mailbox("", addr) != ("", addr):
         raise _bad_address(address, role)
-    display = _settle(name or "", lambda value: _read_display_name(value, addr))
+    display = _settle(name or "", lambda value: _read_display_name(value, addr), _PLAIN_WORDS)
     return Address(display_name=display, addr_spec=addr)
 
 
@@ -409,19 +417,22 @@ def _read_filename(value: str) -> str | None:
 @functools.lru_cache(maxsize=1024)
 def _settled_subject(subject: str) -> str:
     """``subject`` settled for the Subject header (see :func:`_settle`); remembered."""
-    return _settle(subject, _read_unstructured)
+    return _settle(subject, _read_unstructured, _PLAIN_UNSTRUCTURED)
 
 
-def _settle(value: str, read_back: Callable[[str], str | None]) -> str:
+def _settle(value: str, read_back: Callable[[str], str | None], plain: re.Pattern[str]) -> str:
     """A one-line value that a reader sees as we wrote it (up to whitespace).
 
     Each round removes control characters and looks at what a reader would see; a
     value holding encoded words changes, and the next round goes on with what the
     reader saw, so a line break hidden in an encoded word surfaces and is removed.
     When a value does not survive at all, its encoded-word openers are made inert.
+    A value that ``plain`` matches whole is read back as written, so it is not tried.
     """
     for _ in range(_SETTLE_ROUNDS):
         value = _one_line(value)
+        if plain.fullmatch(value):
+            return value
         seen = read_back(value)
         if seen is not None and _same_text(seen, value):
             return value

@@ -392,3 +392,40 @@ def test_no_value_can_change_the_header_set(
     ]
     assert not re.search(r"[\x00-\x1f\x7f]", parsed["Subject"])
     assert len(parsed["From"].addresses) == 1 and len(parsed["To"].addresses) == 1
+
+
+# -- Values sent without a read-back round trip are read back as written --------------
+
+_PRINTABLE_ASCII = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1)
+_PLAIN_WORDS = st.text(st.sampled_from("Ab9 .'_-"), min_size=1, max_size=120)
+
+
+def _words(text: str) -> str:
+    """``text`` with its whitespace runs as single spaces (folding may change them)."""
+    return " ".join(text.split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=_PRINTABLE_ASCII.filter(lambda text: "=?" not in text and text.strip()))
+def test_plain_subject_reads_back_as_written(subject: str) -> None:
+    parsed = read_back(reply(original_subject=subject))
+    assert _words(parsed["Subject"]) == _words(reply_subject(subject))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=_PLAIN_WORDS.filter(str.strip), filename=_PLAIN_WORDS.filter(str.strip))
+def test_plain_name_and_filename_read_back_as_written(name: str, filename: str) -> None:
+    file = OutboundResponse.File(filename, b"data", "text/plain")
+    parsed = read_back(reply(to_name=name, attachments=[file]))
+    assert _words(parsed["To"].addresses[0].display_name) == _words(name)
+    attachment = next(part for part in parsed.walk() if part.get_filename() is not None)
+    assert attachment.get_filename() == filename.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(left=st.text(st.sampled_from("a9.=?!#_-"), min_size=1, max_size=30))
+def test_message_ids_taken_are_read_back_as_written(left: str) -> None:
+    candidate = f"<{left}@example.com>"
+    if is_message_id(candidate):
+        parsed = read_back(reply(original_message_id=candidate, original_references=[]))
+        assert parsed["In-Reply-To"].strip() == candidate
